@@ -1,0 +1,44 @@
+"""The ``dist`` group: data parallelism through olmo-core's FSDP2/HSDP/DDP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Strategy(str, Enum):
+    single = "single"
+    ddp = "ddp"
+    fsdp = "fsdp"
+    hsdp = "hsdp"
+
+
+class ShardStrategy(str, Enum):
+    FULL_SHARD = "FULL_SHARD"
+    SHARD_GRAD_OP = "SHARD_GRAD_OP"
+    HYBRID_SHARD = "HYBRID_SHARD"
+    NO_SHARD = "NO_SHARD"
+
+
+class WrappingStrategy(str, Enum):
+    full = "full"
+    blocks = "blocks"
+    fine_grained = "fine_grained"
+
+
+@dataclass
+class DistConfig:
+    strategy: Strategy = Strategy.single
+    nproc_per_node: int | None = None
+    """Ranks per node; null = number of GPUs, or 1 on CPU."""
+    nodes: int = 1
+    mixed_precision: bool = False
+    """bf16 parameters, fp32 gradient reduction."""
+    shard_strategy: ShardStrategy = ShardStrategy.FULL_SHARD
+    cpu_offload: bool = False
+    wrapping_strategy: WrappingStrategy = WrappingStrategy.full
+    activation_checkpointing: bool = False
+    compile: bool | None = None
+    """null = on with a GPU, off on CPU."""
+    timeout_s: int = 600
+    """Process-group timeout: a dead or hung rank fails the job after this long."""

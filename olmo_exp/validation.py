@@ -1,0 +1,36 @@
+"""One-line configuration errors, raised before any work starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value is invalid: names the key, the value and what would be valid."""
+
+    def __init__(self, key: str, value: Any, valid: str):
+        self.key, self.value, self.valid = key, value, valid
+        super().__init__(f"{key}={value!r} is invalid: {valid}")
+
+
+def positive(key: str, value: float | int | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or isinstance(value, bool) or not value > 0:
+        valid = "must be a positive number" + (" or null" if allow_none else "")
+        raise ConfigError(key, value, valid)
+
+
+def non_negative(key: str, value: float | int) -> None:
+    if value is None or value < 0:
+        raise ConfigError(key, value, "must be >= 0")
+
+
+def in_range(key: str, value: float, lo: float, hi: float) -> None:
+    if value is None or not lo <= value <= hi:
+        raise ConfigError(key, value, f"must be between {lo} and {hi}")
+
+
+def divides(key: str, value: int, other_key: str, other: int) -> None:
+    if other % value != 0:
+        raise ConfigError(key, value, f"must divide {other_key}={other}")

@@ -1,0 +1,19 @@
+"""olmo-exp entry point: compose the config groups, build the run object, run it."""
+
+import hydra
+from omegaconf import DictConfig
+
+from olmo_exp.schema import register
+
+register()
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from olmo_exp.experiment import Run
+
+    Run.from_hydra(cfg).execute()
+
+
+if __name__ == "__main__":
+    main()
