@@ -42,3 +42,31 @@ class DistConfig:
     """null = on with a GPU, off on CPU."""
     timeout_s: int = 600
     """Process-group timeout: a dead or hung rank fails the job after this long."""
+
+    # -- minimal single-process mapping; the dist issue fills in the multi-rank strategies --
+
+    def resolved_nproc_per_node(self) -> int:
+        if self.nproc_per_node is not None:
+            return self.nproc_per_node
+        import torch
+
+        return max(torch.cuda.device_count(), 1)
+
+    def world_size(self) -> int:
+        return self.nodes * self.resolved_nproc_per_node()
+
+    def validate(self, *, global_batch_size: int, micro_batch_size: int) -> None:
+        from olmo_exp.validation import ConfigError, positive
+
+        positive("dist.nodes", self.nodes)
+        positive("dist.nproc_per_node", self.nproc_per_node, allow_none=True)
+        positive("dist.timeout_s", self.timeout_s)
+        world = self.world_size()
+        if global_batch_size % (micro_batch_size * world) != 0:
+            raise ConfigError(
+                "train.global_batch_size", global_batch_size,
+                f"must be a multiple of train.micro_batch_size x world size = {micro_batch_size} x {world}",
+            )
+
+    def dp_config(self):
+        return None
