@@ -70,3 +70,11 @@ class DistConfig:
 
     def dp_config(self):
         return None
+
+    def ac_config(self):
+        return None
+
+    def compile_enabled(self) -> bool:
+        import torch
+
+        return bool(self.compile) if self.compile is not None else torch.cuda.is_available()
