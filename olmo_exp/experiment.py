@@ -1,14 +1,34 @@
-"""The run object: the one place where the config groups are wired into an olmo-core training run."""
+"""The run object: the one place where the config groups are wired into an olmo-core training run.
+
+Lifecycle (see README): validate -> check the run directory -> dry run, or prepare data ->
+start ranks (if needed) -> on every rank: build model, train module, data loader, trainer -> fit.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
+from olmo_exp import data as data_lib
+from olmo_exp import launch
 from olmo_exp.data.config import DataConfig
 from olmo_exp.dist import DistConfig
 from olmo_exp.generate import GenerateConfig
-from olmo_exp.model import ModelConfig
+from olmo_exp.model import ModelConfig, format_summary, summarize
 from olmo_exp.train import TrainConfig, WandbConfig
+from olmo_exp.validation import ConfigError, non_negative, positive
+
+log = logging.getLogger(__name__)
+
+# Keys whose change makes an existing checkpoint belong to a different experiment.
+IDENTITY_KEYS = ("model", "data.tokenizer", "data.bpe_vocab_size", "data.sequence_length")
 
 
 @dataclass
@@ -20,3 +40,297 @@ class RunConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     dry_run: bool = False
+
+    def validate(self) -> None:
+        """Every check that needs no data and no process: one ConfigError, before anything is written."""
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        self.dist.validate(
+            global_batch_size=self.train.global_batch_size,
+            micro_batch_size=self.train.micro_batch_size,
+        )
+        positive("data.sequence_length", self.data.sequence_length)
+        if self.data.sequence_length > self.model.max_sequence_length:
+            raise ConfigError(
+                "data.sequence_length", self.data.sequence_length,
+                f"must be <= model.max_sequence_length={self.model.max_sequence_length}",
+            )
+        tokenizer = data_lib.tokenizer_info(self.data)
+        if self.model.vocab_size is not None and self.model.vocab_size < tokenizer.vocab_size:
+            raise ConfigError(
+                "model.vocab_size", self.model.vocab_size,
+                f"must be >= the tokenizer's vocab ({tokenizer.vocab_size}) or null",
+            )
+        non_negative("generate.interval", self.generate.interval)
+        positive("generate.max_new_tokens", self.generate.max_new_tokens)
+        non_negative("generate.temperature", self.generate.temperature)
+
+    def to_dict(self) -> dict[str, Any]:
+        return OmegaConf.to_container(OmegaConf.structured(self), resolve=True, enum_to_str=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), d))
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part, {}) if isinstance(d, dict) else {}
+    return d
+
+
+class RunDirError(ConfigError):
+    pass
+
+
+@dataclass
+class Run:
+    config: RunConfig
+    run_dir: Path
+    hydra_files: dict[str, Any] = field(default_factory=dict)
+    """Hydra's own composed config/overrides, written to .hydra/ once the run is accepted."""
+
+    @classmethod
+    def from_hydra(cls, cfg: DictConfig) -> Run:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        config = OmegaConf.to_object(cfg)
+        assert isinstance(config, RunConfig)
+        files = {
+            "config.yaml": cfg,
+            "overrides.yaml": OmegaConf.create(list(hydra_cfg.overrides.task)),
+        }
+        return cls(config=config, run_dir=run_dir, hydra_files=files)
+
+    # -- checks -----------------------------------------------------------------------------
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def check_run_dir(self) -> None:
+        """Refuse to resume checkpoints that a different model (or tokenization) produced."""
+        checkpoints = sorted(self.checkpoint_dir.glob("step*"))
+        if not checkpoints:
+            return
+        previous = self.run_dir / ".hydra" / "config.yaml"
+        if not previous.exists():
+            raise RunDirError(
+                "hydra.run.dir", str(self.run_dir),
+                "holds checkpoints but no .hydra/config.yaml saying what made them; use a new run dir",
+            )
+        old = OmegaConf.to_container(OmegaConf.load(previous), resolve=False)
+        new = self.config.to_dict()
+        for key in IDENTITY_KEYS:
+            if _get(old, key) != _get(new, key):
+                raise RunDirError(
+                    "hydra.run.dir", str(self.run_dir),
+                    f"holds checkpoints of a different run ({key}: {_get(old, key)} != "
+                    f"{_get(new, key)}); use a new run dir or the same {key}",
+                )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        try:
+            self.config.validate()
+            self.check_run_dir()
+        except ConfigError as e:
+            self._reject(e)
+        if self.config.dry_run:
+            self.dry_run()
+            return
+        self._write_hydra_files()
+        try:
+            manifest = data_lib.prepare(self.config.data)
+            manifest.verify(model_vocab_size=self._vocab_size(manifest.vocab_size))
+        except data_lib.DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        args = (self.config.to_dict(), str(self.run_dir))
+        nproc = self.config.dist.resolved_nproc_per_node()
+        if self.config.dist.world_size() > 1 and not launch.already_launched():
+            launch.spawn(train_worker, args, nproc=nproc, log_dir=self.run_dir / "logs")
+        else:
+            train_worker(*args)
+
+    def _reject(self, error: ConfigError) -> None:
+        print(f"error: {error}", file=sys.stderr)
+        _remove_if_empty(self.run_dir)
+        sys.exit(2)
+
+    def _vocab_size(self, tokenizer_vocab: int) -> int:
+        return self.config.model.padded_vocab_size(tokenizer_vocab)
+
+    def _write_hydra_files(self) -> None:
+        if launch.already_launched() and int(os.environ.get("RANK", "0")) != 0:
+            return
+        hydra_dir = self.run_dir / ".hydra"
+        hydra_dir.mkdir(parents=True, exist_ok=True)
+        for name, node in self.hydra_files.items():
+            OmegaConf.save(node, hydra_dir / name)
+
+    def summary(self) -> dict:
+        cfg = self.config
+        vocab = self._vocab_size(data_lib.tokenizer_info(cfg.data).vocab_size)
+        shard = cfg.dist.world_size() if cfg.dist.strategy.value in ("fsdp",) else 1
+        return summarize(cfg.model, cfg.model.build_config(vocab),
+                         sequence_length=cfg.data.sequence_length, shard_degree=shard)
+
+    def dry_run(self) -> None:
+        summary = self.summary()
+        print(format_summary(summary))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"wrote {self.run_dir / 'model_summary.json'} (dry run: no data prep, no training)")
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Hydra creates the run dir before the task runs; a rejected run leaves no empty dirs behind."""
+    cwd = Path.cwd().resolve()
+    path = path.resolve()
+    while path != cwd and cwd in path.parents:
+        try:
+            path.rmdir()  # only ever removes an empty directory
+        except OSError:
+            return
+        path = path.parent
+
+
+def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
+    """One rank's training: build everything from the resolved config and fit.
+
+    Module-level and fed plain data, so that torch's elastic launcher can start it in new processes.
+    """
+    from olmo_core.data import NumpyDataLoaderConfig, NumpyFSLDatasetConfig, TokenizerConfig
+    from olmo_core.data.numpy_dataset import NumpyPaddedFSLDatasetConfig
+    from olmo_core.distributed.utils import get_rank
+    from olmo_core.optim import AdamWConfig, CosWithWarmup, OptimGroupOverride
+    from olmo_core.train import Duration, TrainerConfig
+    from olmo_core.train.callbacks import (
+        CheckpointerCallback,
+        ConsoleLoggerCallback,
+        LMEvaluatorCallbackConfig,
+        SpeedMonitorCallback,
+    )
+    from olmo_core.train.train_module import TransformerTrainModuleConfig
+
+    from olmo_exp.generate import GenerationCallback
+    from olmo_exp.train import MetricsFileCallback, WandbLogCallback
+
+    cfg = RunConfig.from_dict(config_dict)
+    run_dir = Path(run_dir_str)
+    train, seq_len = cfg.train, cfg.data.sequence_length
+
+    launch.init_distributed(cfg.dist, seed=train.seed)
+    if get_rank() == 0:
+        _log_to_file(run_dir / "train.log")
+    manifest = data_lib.prepare(cfg.data)  # reuses what the launching process prepared
+    vocab_size = cfg.model.padded_vocab_size(manifest.vocab_size)
+    model_config = cfg.model.build_config(vocab_size)
+    model_config.init_seed = train.seed
+
+    summary = summarize(cfg.model, model_config, sequence_length=seq_len,
+                        shard_degree=cfg.dist.world_size() if cfg.dist.dp_config() else 1)
+    if get_rank() == 0:
+        (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("model:\n%s", format_summary(summary))
+
+    model = model_config.build(init_device="meta")
+    train_module = TransformerTrainModuleConfig(
+        rank_microbatch_size=train.micro_batch_size * seq_len,
+        max_sequence_length=seq_len,
+        optim=AdamWConfig(
+            lr=train.lr,
+            betas=(0.9, 0.95),
+            weight_decay=train.weight_decay,
+            # No decay on embeddings, as in olmo-core's OLMo-2 recipes.
+            group_overrides=[
+                OptimGroupOverride(params=["embeddings.weight"], opts=dict(weight_decay=0.0))
+            ],
+        ),
+        scheduler=CosWithWarmup(warmup=train.warmup_steps),
+        max_grad_norm=train.max_grad_norm,
+        compile_model=cfg.dist.compile_enabled(),
+        dp_config=cfg.dist.dp_config(),
+        ac_config=cfg.dist.ac_config(),
+    ).build(model)
+
+    tokenizer = TokenizerConfig(
+        vocab_size=manifest.vocab_size,
+        eos_token_id=manifest.eos_token_id,
+        pad_token_id=manifest.pad_token_id,
+    )
+    work_dir = str(run_dir / "dataset-work")  # shared by all ranks (olmo-core needs one index dir)
+    dataset = NumpyFSLDatasetConfig(
+        tokenizer=tokenizer,
+        paths=manifest.paths("train"),
+        sequence_length=seq_len,
+        dtype=manifest.numpy_dtype(),  # never guessed from the vocab
+        work_dir=work_dir,
+    ).build()
+    data_loader = NumpyDataLoaderConfig(
+        global_batch_size=train.global_batch_size * seq_len,
+        seed=train.seed,
+        num_workers=0,
+        work_dir=work_dir,
+    ).build(dataset, dp_process_group=train_module.dp_process_group)
+
+    callbacks: dict[str, Any] = {
+        "checkpointer": CheckpointerCallback(
+            save_interval=train.checkpoint_interval,
+            save_async=False,
+            # An lr=0 step-0 checkpoint perturbs the optimizer state: skip it.
+            pre_train_checkpoint=False,
+        ),
+        "speed_monitor": SpeedMonitorCallback(num_flops_per_token=summary["flops_per_token"]),
+        "console": ConsoleLoggerCallback(log_interval=train.log_interval),
+        "metrics_file": MetricsFileCallback(path=run_dir / "metrics.jsonl"),
+        "generation": GenerationCallback(
+            config=cfg.generate,
+            tokenizer=data_lib.load_tokenizer(manifest),
+            eos_token_id=manifest.eos_token_id,
+            path=run_dir / "generations.jsonl",
+        ),
+    }
+    if train.eval_interval > 0 and manifest.paths("validation"):
+        callbacks["lm_evaluator"] = LMEvaluatorCallbackConfig(
+            eval_dataset=NumpyPaddedFSLDatasetConfig(
+                tokenizer=tokenizer,
+                paths=manifest.paths("validation"),
+                sequence_length=seq_len,
+                dtype=manifest.numpy_dtype(),
+                work_dir=work_dir,
+            ),
+            eval_interval=train.eval_interval,
+            eval_on_finish=True,
+            eval_duration=Duration.steps(train.eval_batches),
+        )
+    if cfg.wandb.enabled:
+        callbacks["wandb"] = WandbLogCallback(
+            config=cfg.wandb, run_name=run_dir.name, run_config=config_dict
+        )
+
+    trainer = TrainerConfig(
+        save_folder=str(run_dir / "checkpoints"),
+        work_dir=str(run_dir / "trainer-work"),
+        max_duration=Duration.steps(train.max_steps),
+        hard_stop=Duration.steps(train.stop_at_step) if train.stop_at_step else None,
+        metrics_collect_interval=train.log_interval,
+        cancel_check_interval=max(train.log_interval, 10),
+        callbacks=callbacks,
+    ).build(train_module, data_loader)
+    try:
+        trainer.fit()
+    finally:
+        launch.teardown()
+
+
+def _log_to_file(path: Path) -> None:
+    """olmo-core's environment setup replaces the root handlers (Hydra's file log among them)."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)

@@ -1,8 +1,23 @@
-"""Text samples during training (``generate.*``)."""
+"""Text samples during training (``generate.*``), written to ``generations.jsonl``.
+
+olmo-core's ``TransformerGenerationModule`` re-initialises the model it wraps and cannot live inside
+an FSDP training process, so sampling is a short loop over the training model itself.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from olmo_core.train.callbacks import Callback
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -13,3 +28,102 @@ class GenerateConfig:
     max_new_tokens: int = 50
     temperature: float = 0.0
     """0 = greedy."""
+
+
+@contextlib.contextmanager
+def _inference(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode, no grad, and under FSDP one all-gather for the whole sample instead of one per token."""
+    from torch.distributed.fsdp import FSDPModule
+
+    was_training = model.training
+    fsdp = isinstance(model, FSDPModule)
+    model.eval()
+    if fsdp:
+        model.set_reshard_after_forward(False)
+    try:
+        # no_grad, not inference_mode: inference tensors (RoPE cache) would break later backward passes.
+        with torch.no_grad():
+            yield
+    finally:
+        if fsdp:
+            model.set_reshard_after_forward(True)
+            lm_head = getattr(model, "lm_head", None)
+            if isinstance(lm_head, FSDPModule):  # olmo-core keeps the head unsharded after forward
+                lm_head.set_reshard_after_forward(False, recurse=False)
+            model.reshard()
+        model.train(was_training)
+
+
+def generate_ids(
+    model: torch.nn.Module,
+    prompt_ids: list[int],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    eos_token_id: int | None = None,
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> list[int]:
+    """Greedy (or temperature) decoding; identical on every rank, so FSDP ranks stay in step.
+
+    Sampling draws from its own generator, leaving the training RNG state untouched.
+    """
+    ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    gen = torch.Generator(device=ids.device).manual_seed(seed)
+    new: list[int] = []
+    with _inference(model):
+        for _ in range(max_new_tokens):
+            logits = model(ids, logits_to_keep=1)[:, -1].float()
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=gen)
+            else:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            token = int(nxt.item())
+            new.append(token)
+            if token == eos_token_id:
+                break
+            ids = torch.cat([ids, nxt.to(ids.dtype)], dim=1)
+    return new
+
+
+@dataclass
+class GenerationCallback(Callback):
+    config: GenerateConfig = field(default_factory=GenerateConfig)
+    tokenizer: Any = None
+    """Anything with ``encode(text) -> list[int]`` and ``decode(ids) -> str``."""
+    eos_token_id: int | None = None
+    path: Path = field(default_factory=lambda: Path("generations.jsonl"))
+    _last_step: int = -1
+
+    def post_step(self) -> None:
+        if self.config.interval > 0 and self.step % self.config.interval == 0:
+            self.sample()
+
+    def post_train(self) -> None:
+        if self.step != self._last_step:
+            self.sample()
+
+    def sample(self) -> str:
+        from olmo_core.distributed.utils import get_rank
+
+        self._last_step = self.step
+        model = self.trainer.train_module.model
+        new = generate_ids(
+            model,
+            self.tokenizer.encode(self.config.prompt),
+            max_new_tokens=self.config.max_new_tokens,
+            temperature=self.config.temperature,
+            eos_token_id=self.eos_token_id,
+            seed=self.step,
+            device=self.trainer.device,
+        )
+        if new and new[-1] == self.eos_token_id:
+            new = new[:-1]
+        text = self.tokenizer.decode(new)
+        if get_rank() == 0:
+            log.info("[generation step %d] %s%s", self.step, self.config.prompt, text)
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": self.step, "prompt": self.config.prompt,
+                                    "text": text}) + "\n")
+        return text

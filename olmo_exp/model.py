@@ -116,3 +116,54 @@ class ModelConfig:
         overrides = lws_lib.block_overrides(config.block, self.layer_specs(), uniform)
         config.block_overrides = overrides or None
         return config
+
+
+def summarize(cfg: ModelConfig, config: TransformerConfig, *, sequence_length: int,
+              shard_degree: int = 1) -> dict:
+    """``model_summary.json``: per-layer geometry and parameter counts, totals, FLOPs per token."""
+    import torch
+
+    blocks = config.resolved_block_configs
+    layers = []
+    for spec, block in zip(cfg.layer_specs(), blocks, strict=True):
+        layers.append({**spec.as_dict(), "params": block.num_params(config.d_model)})
+    with torch.device("meta"):
+        model = config.build(init_device="meta")
+    n_params = config.num_params
+    # fp32 weights + grads + AdamW's two moments; sharded by FSDP, replicated otherwise.
+    train_state_bytes = 16 * n_params // shard_degree
+    return {
+        "name": cfg.name,
+        "d_model": config.d_model,
+        "n_layers": config.n_layers,
+        "vocab_size": config.vocab_size,
+        "sequence_length": sequence_length,
+        "lws": {k: getattr(cfg.lws, k) for k in ("name", "qkv_scalars", "fnn_scalars",
+                                                 "output_scalars", "ffn_multiple_of")},
+        "layers": layers,
+        "n_params": n_params,
+        "n_non_embedding_params": config.num_non_embedding_params,
+        "flops_per_token": model.num_flops_per_token(sequence_length),
+        "train_state_bytes_per_rank": train_state_bytes,
+        "shard_degree": shard_degree,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The per-layer table a user reads before spending GPU hours."""
+    head = f"{'layer':>5} {'heads':>5} {'kv':>4} {'hdim':>5} {'ffn':>7} {'scale':>6} {'params':>12}"
+    rows = [head, "-" * len(head)]
+    for r in summary["layers"]:
+        rows.append(
+            f"{r['index']:>5} {r['n_heads']:>5} {r['n_kv_heads']:>4} {r['head_dim']:>5} "
+            f"{r['ffn_hidden_size']:>7} {r['output_scale']:>6.2f} {r['params']:>12,}"
+        )
+    gib = summary["train_state_bytes_per_rank"] / 2**30
+    rows += [
+        "-" * len(head),
+        f"params {summary['n_params']:,} (non-embedding {summary['n_non_embedding_params']:,}); "
+        f"FLOPs/token {summary['flops_per_token']:,} at seq {summary['sequence_length']}",
+        f"memory per rank (fp32 weights+grads+AdamW, shard degree {summary['shard_degree']}): "
+        f"{gib:.3f} GiB, plus activations",
+    ]
+    return "\n".join(rows)

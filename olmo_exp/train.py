@@ -1,8 +1,19 @@
-"""The ``train`` group: olmo-core's train module, trainer and callbacks."""
+"""The ``train`` group: olmo-core's train module, trainer and the callbacks that write a run's files."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from olmo_core.train.callbacks import Callback
+
+from olmo_exp.validation import ConfigError, non_negative, positive
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -19,13 +30,38 @@ class TrainConfig:
     checkpoint_interval: int = 50
     """Steps between checkpoints; the final step is always saved."""
     eval_interval: int = 50
-    """Steps between validation-loss evaluations (0 = off)."""
+    """Steps between validation-loss evaluations (0 = off); validation also runs at the end."""
     eval_batches: int = 4
+    """Validation batches (of micro_batch_size sequences) per evaluation; null = the whole split."""
     log_interval: int = 5
     """Steps between metric collections (each one lands in metrics.jsonl)."""
     seed: int = 42
     stop_at_step: int | None = None
     """Stop early at this step (a resumable break, e.g. before a SLURM time limit); null = run to max_steps."""
+
+    def validate(self) -> None:
+        for key in ("max_steps", "global_batch_size", "micro_batch_size", "lr",
+                    "checkpoint_interval", "log_interval", "eval_batches"):
+            positive(f"train.{key}", getattr(self, key))
+        for key in ("weight_decay", "warmup_steps", "max_grad_norm", "eval_interval", "seed"):
+            non_negative(f"train.{key}", getattr(self, key))
+        if self.global_batch_size % self.micro_batch_size != 0:
+            raise ConfigError(
+                "train.global_batch_size", self.global_batch_size,
+                f"must be a multiple of train.micro_batch_size={self.micro_batch_size}",
+            )
+        if self.warmup_steps > self.max_steps:
+            raise ConfigError("train.warmup_steps", self.warmup_steps,
+                              f"must be <= train.max_steps={self.max_steps}")
+        if self.stop_at_step is not None and not 0 < self.stop_at_step <= self.max_steps:
+            raise ConfigError("train.stop_at_step", self.stop_at_step,
+                              f"must be null or in 1..train.max_steps={self.max_steps}")
+
+
+class WandbMode(str, Enum):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
 
 
 @dataclass
@@ -34,5 +70,55 @@ class WandbConfig:
     project: str = "olmo-exp"
     entity: str | None = None
     group: str | None = None
-    mode: str = "online"
-    """online | offline | disabled"""
+    mode: WandbMode = WandbMode.online
+
+
+@dataclass
+class MetricsFileCallback(Callback):
+    """Appends every logged step's metrics (olmo-core's names) to ``metrics.jsonl`` on rank 0."""
+
+    path: Path = field(default_factory=lambda: Path("metrics.jsonl"))
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Written once into the first record of this process (e.g. per-rank memory)."""
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        from olmo_core.distributed.utils import get_rank
+
+        if get_rank() != 0:
+            return
+        record = {"step": step, **{k: float(v) for k, v in metrics.items()}, **self.extra}
+        self.extra = {}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class WandbLogCallback(Callback):
+    """Plain ``wandb.log`` from rank 0 (olmo-core's WandBCallback fails at finish with wandb >= 0.29)."""
+
+    config: WandbConfig = field(default_factory=WandbConfig)
+    run_name: str = ""
+    run_config: dict[str, Any] = field(default_factory=dict)
+    _run: Any = None
+
+    def pre_train(self) -> None:
+        from olmo_core.distributed.utils import get_rank
+
+        if get_rank() != 0:
+            return
+        import wandb
+
+        self._run = wandb.init(
+            project=self.config.project, entity=self.config.entity, group=self.config.group,
+            name=self.run_name, config=self.run_config, mode=self.config.mode.value,
+            resume="allow", id=self.run_name.replace("/", "_") or None,
+        )
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if self._run is not None:
+            self._run.log(dict(metrics), step=step)
+
+    def close(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
