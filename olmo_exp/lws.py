@@ -2,6 +2,16 @@
 
 Per-layer attention widths, FFN widths and residual output scales become one olmo-core
 ``TransformerBlockConfig`` per layer (``TransformerConfig.block_overrides``); no new modules.
+
+The math follows apple/corenet (``GPTConfig.__post_init__`` in
+``corenet/modeling/models/language_modeling/general_gpt.py``, ``make_divisible`` in
+``corenet/utils/math_utils.py``) and the HF ``apple/OpenELM-*`` ``configuration_openelm.py``;
+with it the four released models' per-layer ``num_query_heads``/``num_kv_heads`` (their
+``config.json``) and FFN widths are reproduced exactly (pinned in ``tests/test_lws.py``).
+
+Schedules: each ``[a, b]`` goes linearly from layer 0 (``a``) to layer N-1 (``b``). Decreasing
+schedules (``a > b``, e.g. wide-then-narrow attention) are allowed on purpose, for sweeps;
+OpenELM itself only uses increasing ones. ``a == b`` gives every layer the same width.
 """
 
 from __future__ import annotations
@@ -47,9 +57,12 @@ class LWSConfig:
             )
             if not ok:
                 raise ConfigError(
-                    f"model.lws.{key}", value, "must be [min, max], two positive numbers, or null"
+                    f"model.lws.{key}",
+                    value,
+                    "must be [first_layer, last_layer], two positive numbers (e.g. [0.5, 1.0]), "
+                    "or null",
                 )
-            # Decreasing schedules are allowed (e.g. wide-then-narrow); OpenELM uses increasing.
+            # Decreasing schedules are allowed (see the module docstring); OpenELM's increase.
 
 
 @dataclass(frozen=True)
@@ -76,10 +89,17 @@ def make_divisible(v: float, divisor: int) -> int:
 
 
 def layer_multipliers(bounds: list[float] | None, n_layers: int) -> list[float] | None:
-    """``round(v, 2)`` of a linspace from the first to the last layer (exactly as OpenELM)."""
+    """``round(v, 2)`` of a linspace from the first to the last layer (exactly as OpenELM).
+
+    OpenELM calls ``round`` on numpy float64s, i.e. numpy's rounding (scale by 100, round half
+    to even), which differs from Python's ``round(float)`` on near-ties: the linspace value
+    2.775 (stored as 2.77499...) is 2.78 for numpy but 2.77 for Python (e.g. 21 layers,
+    0.5 -> 4.0, layer 13). ``np.round`` keeps us on OpenELM's side of such ties.
+    """
     if bounds is None:
         return None
-    return [round(float(v), 2) for v in np.linspace(bounds[0], bounds[1], num=n_layers)]
+    values = np.linspace(float(bounds[0]), float(bounds[1]), num=n_layers, dtype=float)
+    return [float(v) for v in np.round(values, 2)]
 
 
 def layer_specs(
@@ -107,11 +127,20 @@ def layer_specs(
         ffn_i = ffn_hidden_size
         if ffn is not None:
             ffn_i = make_divisible(ffn[i] * d_model, lws.ffn_multiple_of)
-        if heads_i <= 0 or kv_i <= 0 or ffn_i <= 0:
+        # make_divisible never returns less than its divisor, so a scaled layer keeps at least
+        # g query heads and one KV head, and one ffn_multiple_of of FFN width (OpenELM's floor);
+        # these guards only catch a future change to that rounding.
+        if heads_i <= 0 or kv_i <= 0:
             raise ConfigError(
                 "model.lws.qkv_scalars",
                 lws.qkv_scalars,
                 f"layer {i} would get {heads_i} heads; raise the minimum multiplier",
+            )
+        if ffn_i <= 0:
+            raise ConfigError(
+                "model.lws.fnn_scalars",
+                lws.fnn_scalars,
+                f"layer {i} would get FFN width {ffn_i}; raise the minimum multiplier",
             )
         specs.append(
             LayerSpec(
