@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 from dataclasses import dataclass
 from enum import Enum
+
+from olmo_exp.validation import ConfigError, positive
 
 
 class DataSource(str, Enum):
     dump = "dump"  # local MediaWiki XML dump(s); path null = the enwiki sample shipped in gensim
     hf = "hf"  # Hugging Face datasets, streamed (wikimedia/wikipedia)
     files = "files"  # local jsonl/parquet
+
+
+_HUB_NAME = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+BPE_MIN_VOCAB = 256 + 2  # every byte + eos + pad
 
 
 @dataclass
@@ -34,3 +43,78 @@ class DataConfig:
     """Prepared data is cached under output_dir/<hash of this config>/."""
     num_workers: int | None = None
     """Tokenizer processes (null = all cores)."""
+    tokenizer_dir: str | None = None
+    """A directory holding tokenizer.json files named like ``allenai_dolma2.json`` for named/hub
+    tokenizers (offline); null = $OLMO_EXP_TOKENIZER_DIR, then the hub."""
+    shard_size_mb: float = 512
+    """Upper bound on one token file's size."""
+
+    def validate(self) -> None:
+        """One-line ConfigError naming the key; only existence checks touch the disk."""
+        from olmo_exp.data.tokenizer import KNOWN_TOKENIZERS
+
+        source = self.source.value if isinstance(self.source, DataSource) else self.source
+        if source not in {s.value for s in DataSource}:
+            raise ConfigError(
+                "data.source", source, "one of " + ", ".join(s.value for s in DataSource)
+            )
+        if source == DataSource.dump.value and self.path is None:
+            from olmo_exp.data.sources import sample_dump_path
+
+            if sample_dump_path() is None:
+                raise ConfigError(
+                    "data.path",
+                    None,
+                    "null means the enwiki sample in gensim, which is not "
+                    "installed: pip install -e '.[sample]', or give a dump file",
+                )
+        elif source == DataSource.files.value and self.path is None:
+            raise ConfigError("data.path", None, "a jsonl/parquet file or glob (data.source=files)")
+        elif source != DataSource.hf.value and self.path is not None:
+            pattern = os.path.expanduser(self.path)
+            if not (glob.glob(pattern) if glob.has_magic(pattern) else os.path.isfile(pattern)):
+                raise ConfigError(
+                    "data.path", self.path, "an existing file (or a glob matching files)"
+                )
+        if source == DataSource.hf.value and not (self.hf_dataset and self.hf_config):
+            raise ConfigError(
+                "data.hf_config", self.hf_config, "a dataset config such as 20231101.en"
+            )
+        if not self.text_column:
+            raise ConfigError("data.text_column", self.text_column, "a column name such as text")
+        positive("data.max_articles", self.max_articles, allow_none=True)
+        positive("data.sequence_length", self.sequence_length)
+        tok = self.tokenizer
+        if not (
+            tok == "bpe"
+            or tok in KNOWN_TOKENIZERS
+            or os.path.isfile(os.path.expanduser(tok))
+            or (_HUB_NAME.match(tok) and not tok.endswith(".json"))
+        ):
+            valid = (
+                "bpe, "
+                + ", ".join(KNOWN_TOKENIZERS)
+                + ", an existing tokenizer.json, or a hub name (org/name)"
+            )
+            raise ConfigError("data.tokenizer", tok, valid)
+        if (
+            isinstance(self.bpe_vocab_size, bool)
+            or not BPE_MIN_VOCAB <= self.bpe_vocab_size <= 2**32
+        ):
+            raise ConfigError(
+                "data.bpe_vocab_size",
+                self.bpe_vocab_size,
+                f"an integer in [{BPE_MIN_VOCAB}, 2**32] (256 bytes + eos + pad)",
+            )
+        if not 0 < self.validation_fraction < 1:
+            raise ConfigError(
+                "data.validation_fraction", self.validation_fraction, "strictly between 0 and 1"
+            )
+        positive("data.num_workers", self.num_workers, allow_none=True)
+        positive("data.shard_size_mb", self.shard_size_mb)
+        if self.tokenizer_dir is not None and not os.path.isdir(
+            os.path.expanduser(self.tokenizer_dir)
+        ):
+            raise ConfigError(
+                "data.tokenizer_dir", self.tokenizer_dir, "an existing directory or null"
+            )

@@ -1,0 +1,139 @@
+"""``manifest.json``: what a data dir holds, and the checks that make a dtype/vocab mix-up impossible."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from olmo_exp.data.errors import DataError
+from olmo_exp.data.tokenizer import dtype_for_vocab
+
+MANIFEST = "manifest.json"
+SPLITS = ("train", "validation")
+SHA_CHECK_MAX_BYTES = 256 << 20  # verify() hashes shards when they total at most this much
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Manifest:
+    root: Path
+    dtype: str
+    vocab_size: int
+    eos_token_id: int
+    pad_token_id: int
+    data: dict[str, Any] = field(repr=False)
+    """The whole manifest.json."""
+
+    @classmethod
+    def load(cls, root: str | Path) -> Manifest:
+        root = Path(root)
+        path = root / MANIFEST
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                root=root.resolve(),
+                dtype=data["dtype"],
+                vocab_size=int(data["vocab_size"]),
+                eos_token_id=int(data["eos_token_id"]),
+                pad_token_id=int(data["pad_token_id"]),
+                data=data,
+            )
+        except FileNotFoundError:
+            raise DataError(
+                f"{path}: no manifest (data not prepared here); run prepare first"
+            ) from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(
+                f"{path}: unreadable manifest ({type(e).__name__}: {e}); delete {root} and prepare again"
+            ) from None
+
+    def shards(self, split: str) -> list[dict[str, Any]]:
+        if split not in SPLITS:
+            raise DataError(f"split={split!r} is invalid: one of {', '.join(SPLITS)}")
+        return list(self.data["splits"][split]["shards"])
+
+    def paths(self, split: str) -> list[str]:
+        """Absolute token-file paths of one split, in order."""
+        return [str(self.root / s["path"]) for s in self.shards(split)]
+
+    def tokens(self, split: str) -> int:
+        return int(self.data["splits"][split]["tokens"])
+
+    def numpy_dtype(
+        self,
+    ):  # -> olmo_core.data.NumpyDatasetDType (imported lazily: olmo_core is slow)
+        from olmo_core.data import NumpyDatasetDType
+
+        return NumpyDatasetDType(self.dtype)
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.root / self.data["tokenizer"]["file"]
+
+    def verify(self, *, model_vocab_size: int, check_sha: bool | None = None) -> None:
+        """One-line DataError if this data can't feed a model with ``model_vocab_size`` embeddings,
+        or a shard is missing/truncated/corrupt. ``check_sha`` None = hash when the data is small."""
+        where = str(self.root)
+        if self.vocab_size > model_vocab_size:
+            raise DataError(
+                f"{where}: tokenizer vocab {self.vocab_size} > model vocab_size {model_vocab_size}: "
+                f"set model.vocab_size >= {self.vocab_size} or use a smaller tokenizer"
+            )
+        want = dtype_for_vocab(self.vocab_size)
+        if self.dtype != want:
+            raise DataError(
+                f"{where}: dtype {self.dtype} does not match vocab {self.vocab_size} (needs {want}); prepare the data again"
+            )
+        for name, tid in (("eos_token_id", self.eos_token_id), ("pad_token_id", self.pad_token_id)):
+            if not 0 <= tid < self.vocab_size:
+                raise DataError(
+                    f"{where}: {name}={tid} outside vocab {self.vocab_size}; prepare the data again"
+                )
+        width = np.dtype(self.dtype).itemsize
+        entries = [s for split in SPLITS for s in self.shards(split)]
+        for split in SPLITS:
+            if not self.shards(split):
+                raise DataError(
+                    f"{where}: the {split} split has no token files; prepare the data again"
+                )
+        if check_sha is None:
+            check_sha = sum(int(s["bytes"]) for s in entries) <= SHA_CHECK_MAX_BYTES
+        for s in entries:
+            path = self.root / s["path"]
+            if not path.is_file():
+                raise DataError(f"{path}: token file missing; delete {where} and prepare again")
+            size = path.stat().st_size
+            if size % width:
+                raise DataError(
+                    f"{path}: {size} bytes is not a multiple of {self.dtype} ({width} bytes): corrupt; delete {where} and prepare again"
+                )
+            if size != int(s["bytes"]) or size != int(s["tokens"]) * width:
+                raise DataError(
+                    f"{path}: {size} bytes, manifest says {s['bytes']} ({s['tokens']} tokens of {self.dtype}): truncated; delete {where} and prepare again"
+                )
+            if check_sha and _sha256(path) != s["sha256"]:
+                raise DataError(
+                    f"{path}: sha256 differs from the manifest: corrupt; delete {where} and prepare again"
+                )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()

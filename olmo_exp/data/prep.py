@@ -1,0 +1,442 @@
+"""Prepare-or-reuse: source → clean text → tokens → headerless token shards + manifest.json.
+
+Layout of ``<output_dir>/<key>/`` (key = hash of everything that changes the files):
+``tokenizer.json``, ``train/part-NNNNN.bin``, ``validation/part-NNNNN.bin`` (raw arrays of
+``dtype``, one EOS after each document), ``manifest.json`` (written last: its presence means
+complete). While running, ``progress.json`` records the shards finished so far and how many source
+articles they cover, so an interrupted prep resumes from its last complete shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from datetime import datetime, timezone
+from enum import Enum
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from filelock import FileLock
+
+from olmo_exp.data.clean import CLEANING_VERSION
+from olmo_exp.data.config import DataConfig, DataSource
+from olmo_exp.data.errors import DataError
+from olmo_exp.data.manifest import MANIFEST, SPLITS, Manifest, write_json_atomic
+from olmo_exp.data.sources import (
+    Record,
+    clean_records,
+    is_validation,
+    iter_records,
+    needs_cleaning,
+    source_identity,
+    source_name,
+)
+from olmo_exp.data.tokenizer import (
+    BatchEncoder,
+    TextTokenizer,
+    TokenizerInfo,
+    resolve_tokenizer_file,
+    sha256_file,
+    tokenizer_info,
+    train_bpe,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the on-disk layout changes
+PROGRESS = "progress.json"
+SPILL = (
+    "work/articles.jsonl"  # BPE only: cleaned articles from the training pass, re-read for tokens
+)
+CLEAN_BATCH = 8  # articles per task sent to a cleaning worker
+ENCODE_BATCH_CHARS = 4 << 20  # text per tokenizer batch call
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def config_dict(cfg: DataConfig) -> dict[str, Any]:
+    return {k: (v.value if isinstance(v, Enum) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def cache_key(cfg: DataConfig, info: TokenizerInfo | None = None) -> tuple[str, dict[str, Any]]:
+    """(key, what it hashes): the fields that change the files, nothing else (not sequence_length:
+    shards are whole documents, independent of how training cuts them; not name/workers/dirs)."""
+    info = info or tokenizer_info(cfg)
+    keyed = {
+        "format": FORMAT_VERSION,
+        "source": source_identity(cfg),
+        "cleaning": CLEANING_VERSION if needs_cleaning(cfg) else None,
+        "max_articles": cfg.max_articles,
+        "tokenizer": info.identity,
+        "validation_fraction": cfg.validation_fraction,
+        "shard_size_mb": cfg.shard_size_mb,
+    }
+    digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+    return digest, keyed
+
+
+def data_dir(cfg: DataConfig) -> Path:
+    """Where ``prepare(cfg)`` puts (or finds) its output."""
+    return Path(cfg.output_dir).expanduser().resolve() / cache_key(cfg)[0]
+
+
+def prepare(cfg: DataConfig) -> Manifest:
+    """Prepare the data set (or reuse a complete one) and return its manifest.
+
+    Safe to call from several processes/ranks at once: one prepares under a file lock, the others
+    wait and then reuse its output.
+    """
+    cfg.validate()
+    info = tokenizer_info(cfg)
+    key, keyed = cache_key(cfg, info)
+    root = Path(cfg.output_dir).expanduser().resolve() / key
+    if not (root / MANIFEST).is_file():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(root) + ".lock"):
+            if not (root / MANIFEST).is_file():  # another process may have finished meanwhile
+                _Prep(cfg, info, root, keyed).run()
+    manifest = Manifest.load(root)
+    check_fits(manifest, cfg.sequence_length)
+    return manifest
+
+
+def check_fits(manifest: Manifest, sequence_length: int) -> None:
+    """Each split must hold at least one training sequence."""
+    for split in SPLITS:
+        n = manifest.tokens(split)
+        if n < sequence_length:
+            raise DataError(
+                f"the {split} split has {n} tokens, fewer than data.sequence_length={sequence_length}: "
+                f"lower data.sequence_length, raise data.max_articles or data.validation_fraction"
+            )
+
+
+def load_tokenizer(manifest: Manifest) -> TextTokenizer:
+    """The data's tokenizer (a copy lives in the data dir), for prompts and generated text."""
+    return TextTokenizer(manifest.tokenizer_path)
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``map(fn, items)`` over worker processes, in order, with a bounded number of tasks in
+    flight (the input is a stream: never read ahead of what the workers can take)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    # fork where there is one: spawn would re-run the caller's main script in every worker (an
+    # unguarded script then fails) and costs ~0.3 s per worker. The workers only run pure-Python
+    # cleaning, never torch/tokenizers, so threads the parent holds can't bite them.
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method))
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(ex.submit(fn, item))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _batched(it: Iterable[T], n: int) -> Iterator[list[T]]:
+    it = iter(it)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
+
+
+class _Prep:
+    def __init__(self, cfg: DataConfig, info: TokenizerInfo, root: Path, keyed: dict[str, Any]):
+        self.cfg, self.info, self.root, self.keyed = cfg, info, root, keyed
+        self.workers = cfg.num_workers or os.cpu_count() or 1
+        self.np_dtype = np.dtype(info.dtype)
+        self.shard_tokens = max(1, int(cfg.shard_size_mb * (1 << 20)) // self.np_dtype.itemsize)
+
+    # ------------------------------------------------------------------ sources
+
+    def _articles(self, skip: int) -> Iterator[Record]:
+        """Cleaned articles after the first ``skip`` (which are neither cleaned nor tokenized)."""
+        spill = self.root / SPILL
+        if spill.is_file():
+            with open(spill) as f:
+                yield from (json.loads(line) for line in itertools.islice(f, skip, None))
+            return
+        raw: Iterator[Record] = iter_records(self.cfg)
+        raw = itertools.islice(raw, skip, self.cfg.max_articles)
+        if needs_cleaning(self.cfg):
+            for batch in ordered_map(clean_records, _batched(raw, CLEAN_BATCH), self.workers):
+                yield from batch
+        else:
+            yield from raw
+
+    def _total(self) -> int | None:
+        if self.cfg.max_articles is not None:
+            return self.cfg.max_articles
+        return None
+
+    # ------------------------------------------------------------------ tokenizer
+
+    def _tokenizer_file(self) -> Path:
+        path = self.root / "tokenizer.json"
+        if path.is_file():
+            return path
+        if self.cfg.tokenizer == "bpe":
+            self._train_bpe(path)
+        else:
+            tmp = path.with_name(f".tokenizer.json.tmp{os.getpid()}")
+            shutil.copyfile(resolve_tokenizer_file(self.cfg), tmp)
+            os.replace(tmp, path)
+        return path
+
+    def _train_bpe(self, out: Path) -> None:
+        """Pass 1: clean every article once, spill it to disk (for pass 2), train on the train split."""
+        spill = self.root / SPILL
+        spill.parent.mkdir(parents=True, exist_ok=True)
+        tmp = spill.with_name(spill.name + ".tmp")
+        t0 = time.perf_counter()
+        with open(tmp, "w") as f:
+
+            def train_texts() -> Iterator[str]:
+                for a in self._progress(self._articles(0), "clean+train BPE", 0):
+                    f.write(json.dumps(a, ensure_ascii=False) + "\n")
+                    if a["text"] and not is_validation(a["id"], self.cfg.validation_fraction):
+                        yield a["text"]
+
+            train_bpe(train_texts(), self.cfg.bpe_vocab_size, out.with_name(out.name + ".new"))
+        os.replace(tmp, spill)  # the spill is complete only once renamed
+        os.replace(out.with_name(out.name + ".new"), out)
+        log.info(
+            "trained BPE (vocab %d) in %.1fs", self.cfg.bpe_vocab_size, time.perf_counter() - t0
+        )
+
+    # ------------------------------------------------------------------ main pass
+
+    def _progress(self, it: Iterable[T], desc: str, initial: int) -> Iterator[T]:
+        from tqdm.auto import tqdm
+
+        total = self._total()
+        bar = tqdm(
+            it,
+            desc=desc,
+            unit="art",
+            total=total,
+            initial=initial,
+            disable=None,
+            dynamic_ncols=True,
+        )
+        self._bar = bar
+        yield from bar
+
+    def _load_state(self) -> dict[str, Any]:
+        path = self.root / PROGRESS
+        fresh = {"key": self.keyed, "articles": 0, "splits": {s: [] for s in SPLITS}}
+        if not path.is_file():
+            return fresh
+        try:
+            state = json.loads(path.read_text())
+        except ValueError:
+            return fresh
+        if state.get("key") != self.keyed or not (self.root / "tokenizer.json").is_file():
+            return fresh
+        # Resume only from shards that are really there, whole.
+        for split in SPLITS:
+            for s in state["splits"][split]:
+                p = self.root / s["path"]
+                if not p.is_file() or p.stat().st_size != s["bytes"]:
+                    return fresh
+        log.info("resuming data prep in %s after %d articles", self.root, state["articles"])
+        return state
+
+    def run(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        tok_file = self._tokenizer_file()
+        encoder = BatchEncoder(self.cfg.tokenizer, tok_file, self.workers)
+        state = self._load_state()
+        shards = _Shards(self, state)
+        n_tokens = 0
+        articles = self._progress(self._articles(state["articles"]), "tokenize", state["articles"])
+        for batch in self._text_batches(articles):
+            n_tokens += self._consume(batch, encoder, shards)
+            rate = n_tokens / max(time.perf_counter() - t0, 1e-9)
+            self._bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+        shards.flush()
+        self._write_manifest(encoder.backend, tok_file)
+        seconds = time.perf_counter() - t0
+        log.info(
+            "prepared %s: %d articles, %d new tokens in %.1fs (%.0f tok/s, %s)",
+            self.root, state["articles"], n_tokens, seconds, n_tokens / max(seconds, 1e-9), encoder.backend,
+        )  # fmt: skip
+
+    def _consume(self, batch: list[Record], encoder: BatchEncoder, shards: _Shards) -> int:
+        """Tokenize one batch of articles into the shard buffers; returns the tokens added."""
+        frac, eos = self.cfg.validation_fraction, self.info.eos_token_id
+        docs = [a for a in batch if a["text"]]
+        encoded = encoder.encode_batch([a["text"] for a in docs])
+        splits = ["validation" if is_validation(a["id"], frac) else "train" for a in docs]
+        # One flat array per split for the whole batch (fast), cut at document ends below.
+        flat: dict[str, np.ndarray] = {}
+        lengths: dict[str, Iterator[int]] = {}
+        for split in SPLITS:
+            ids = [e for e, s in zip(encoded, splits, strict=True) if s == split]
+            for e in ids:
+                e.append(eos)
+            n = sum(map(len, ids))
+            flat[split] = np.fromiter(
+                itertools.chain.from_iterable(ids), dtype=self.np_dtype, count=n
+            )
+            lengths[split] = iter([len(e) for e in ids])
+        cut = dict.fromkeys(SPLITS, 0)  # tokens of flat[split] already handed to shards
+        end = dict.fromkeys(SPLITS, 0)  # tokens of flat[split] of the articles consumed so far
+        split_of = iter(splits)
+        total = 0
+        for article in batch:
+            if article["text"]:
+                split = next(split_of)
+                n = next(lengths[split])
+                if shards.would_overflow(split, n):
+                    for s in SPLITS:  # shards end at article boundaries, under shard_size_mb
+                        shards.add(s, flat[s][cut[s] : end[s]])
+                        cut[s] = end[s]
+                    shards.flush()
+                end[split] += n
+                shards.count(split, n)
+                total += n
+            shards.consumed += 1
+        for s in SPLITS:
+            shards.add(s, flat[s][cut[s] : end[s]])
+        return total
+
+    def _text_batches(self, articles: Iterable[Record]) -> Iterator[list[Record]]:
+        batch: list[Record] = []
+        chars = 0
+        for a in articles:
+            batch.append(a)
+            chars += len(a["text"])
+            if chars >= ENCODE_BATCH_CHARS:
+                yield batch
+                batch, chars = [], 0
+        if batch:
+            yield batch
+
+    def _write_shard(
+        self, split: str, index: int, arrays: list[np.ndarray], documents: int
+    ) -> dict[str, Any]:
+        rel = f"{split}/part-{index:05d}.bin"
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(data.tobytes())  # headerless, like np.memmap writes; dtype is in the manifest
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return {
+            "path": rel,
+            "documents": documents,
+            "tokens": int(data.size),
+            "bytes": int(data.nbytes),
+            "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+        }
+
+    def _write_manifest(self, backend: str, tok_file: Path) -> None:
+        state = json.loads((self.root / PROGRESS).read_text())
+        splits = {
+            split: {
+                "documents": sum(s["documents"] for s in state["splits"][split]),
+                "tokens": sum(s["tokens"] for s in state["splits"][split]),
+                "shards": state["splits"][split],
+            }
+            for split in SPLITS
+        }
+        source = source_identity(self.cfg)
+        if source_name(self.cfg) == DataSource.hf.value:
+            source["revision"] = _hf_revision(self.cfg)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "key": self.root.name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": source,
+            "articles": state["articles"],
+            "config": config_dict(self.cfg),
+            "keyed_on": self.keyed,
+            "tokenizer": {
+                "name": self.info.name,
+                "identity": self.info.identity,
+                "file": tok_file.name,
+                "sha256": sha256_file(tok_file),
+                "encoder": backend,
+            },
+            "vocab_size": self.info.vocab_size,
+            "eos_token_id": self.info.eos_token_id,
+            "pad_token_id": self.info.pad_token_id,
+            "dtype": self.info.dtype,
+            "eos_after_each_document": True,
+            "split": {
+                "by": "sha256(article id)",
+                "validation_fraction": self.cfg.validation_fraction,
+            },
+            "splits": splits,
+        }
+        write_json_atomic(self.root / MANIFEST, manifest)  # last: marks the data dir complete
+        (self.root / PROGRESS).unlink(missing_ok=True)
+        shutil.rmtree(self.root / "work", ignore_errors=True)
+
+
+def _hf_revision(cfg: DataConfig) -> str | None:
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(cfg.hf_dataset).sha
+    except Exception:  # noqa: BLE001 — the revision is informative; prep already succeeded
+        return None
+
+
+class _Shards:
+    """Buffers of tokens per split, written as shards together (at one article boundary), with
+    ``progress.json`` updated after each write so a resumed prep knows where to start."""
+
+    def __init__(self, prep: _Prep, state: dict[str, Any]):
+        self.prep, self.state = prep, state
+        self.buffers: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+        self.documents = dict.fromkeys(SPLITS, 0)
+        self.tokens = dict.fromkeys(SPLITS, 0)
+        self.consumed = 0  # source articles in the buffers (incl. empty ones)
+
+    def would_overflow(self, split: str, n: int) -> bool:
+        return bool(self.tokens[split]) and self.tokens[split] + n > self.prep.shard_tokens
+
+    def count(self, split: str, n: int) -> None:
+        self.documents[split] += 1
+        self.tokens[split] += n
+
+    def add(self, split: str, tokens: np.ndarray) -> None:
+        if tokens.size:
+            self.buffers[split].append(tokens)
+
+    def flush(self) -> None:
+        for split in SPLITS:
+            if self.tokens[split]:
+                written = self.state["splits"][split]
+                written.append(
+                    self.prep._write_shard(
+                        split, len(written), self.buffers[split], self.documents[split]
+                    )
+                )
+            self.buffers[split].clear()
+            self.documents[split] = self.tokens[split] = 0
+        self.state["articles"] += self.consumed
+        self.consumed = 0
+        write_json_atomic(self.prep.root / PROGRESS, self.state)

@@ -1,0 +1,197 @@
+"""Where articles come from: local MediaWiki dumps, the HF hub (streamed), local jsonl/parquet.
+
+Every source yields records shaped like HF ``wikimedia/wikipedia`` rows: ``{id, url, title, text}``.
+Dump records carry raw wikitext (``clean_record`` turns it into prose, in worker processes);
+hf/files records are already text.
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import hashlib
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from olmo_exp.data.config import DataConfig, DataSource
+from olmo_exp.data.errors import DataError
+
+SAMPLE_DUMP = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+Record = dict[str, Any]
+
+
+def sample_dump_path() -> Path | None:
+    """The enwiki sample dump inside the installed gensim wheel, found without importing gensim."""
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        path = Path(loc) / SAMPLE_DUMP
+        if path.is_file():
+            return path
+    return None
+
+
+def source_paths(cfg: DataConfig) -> list[Path]:
+    """The local files a dump/files config reads, sorted (a glob may match several)."""
+    if cfg.source == DataSource.dump and cfg.path is None:
+        path = sample_dump_path()
+        if path is None:
+            raise DataError(
+                "data.path=None means the gensim sample dump: pip install -e '.[sample]'"
+            )
+        return [path]
+    if cfg.path is None:
+        raise DataError(f"data.path=None: data.source={source_name(cfg)} needs a file or glob")
+    pattern = os.path.expanduser(cfg.path)
+    paths = (
+        sorted(Path(p).resolve() for p in glob.glob(pattern))
+        if glob.has_magic(pattern)
+        else [Path(pattern).resolve()]
+    )
+    paths = [p for p in paths if p.is_file()]
+    if not paths:
+        raise DataError(f"data.path={cfg.path!r}: no such file")
+    return paths
+
+
+def source_name(cfg: DataConfig) -> str:
+    return cfg.source.value if isinstance(cfg.source, DataSource) else str(cfg.source)
+
+
+def source_identity(cfg: DataConfig) -> dict[str, Any]:
+    """What the output depends on about the source (cache key + manifest): files by name and size."""
+    kind = source_name(cfg)
+    if kind == DataSource.hf.value:
+        return {"type": kind, "dataset": cfg.hf_dataset, "config": cfg.hf_config}
+    sample = kind == DataSource.dump.value and cfg.path is None
+    ident: dict[str, Any] = {
+        "type": kind,
+        # The sample is keyed by name, not by where this venv keeps it.
+        "files": [
+            {"path": f"gensim/{SAMPLE_DUMP}" if sample else str(p), "bytes": p.stat().st_size}
+            for p in source_paths(cfg)
+        ],
+    }
+    if kind == DataSource.files.value:
+        ident["text_column"] = cfg.text_column
+    return ident
+
+
+# ---------------------------------------------------------------------------- dumps
+
+
+def _open_dump(path: Path) -> IO[bytes]:
+    # bz2.open reads multistream dumps (concatenated bz2 streams) as one file.
+    if path.suffix == ".bz2":
+        return bz2.open(path, "rb")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def iter_dump(paths: list[Path]) -> Iterator[Record]:
+    """Main-namespace, non-redirect pages (latest revision), text = raw wikitext."""
+    import mwxml
+
+    for path in paths:
+        with _open_dump(path) as f:
+            dump = mwxml.Dump.from_file(f)
+            db = dump.site_info.dbname or "enwiki"
+            lang = db[: -len("wiki")] if db.endswith("wiki") else "en"
+            for page in dump:
+                text = None
+                for rev in page:
+                    text = rev.text
+                if page.namespace != 0 or page.redirect is not None or not text:
+                    continue
+                yield {
+                    "id": str(page.id),
+                    "url": f"https://{lang}.wikipedia.org/wiki?curid={page.id}",
+                    "title": page.title,
+                    "text": text,
+                }
+
+
+def clean_record(rec: Record) -> Record:
+    from olmo_exp.data.clean import clean_wikitext
+
+    return {**rec, "text": clean_wikitext(rec["text"])}
+
+
+def clean_records(batch: list[Record]) -> list[Record]:
+    """Worker-process entry point (module-level so spawn can pickle it)."""
+    return [clean_record(r) for r in batch]
+
+
+# ---------------------------------------------------------------------------- hf / files
+
+
+def _hf_offline() -> bool:
+    from olmo_exp.data.tokenizer import _hf_offline as offline
+
+    return offline()
+
+
+def iter_hf(cfg: DataConfig) -> Iterator[Record]:
+    # Offline, datasets would first retry the hub for ~23 s: fail at once instead.
+    if _hf_offline():
+        raise DataError(
+            f"data.source=hf needs the Hugging Face hub but HF_HUB_OFFLINE is set: unset it, or use "
+            f"data.source=dump/files with a local copy of {cfg.hf_dataset}"
+        )
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(cfg.hf_dataset, cfg.hf_config, split="train", streaming=True)
+    except Exception as e:  # noqa: BLE001 — network/hub errors become one actionable line
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(
+            f"data.source=hf: cannot stream {cfg.hf_dataset}/{cfg.hf_config}: {msg}"
+        ) from None
+    yield from _rows(ds, cfg.text_column)
+
+
+def _rows(ds: Any, text_column: str) -> Iterator[Record]:
+    for i, row in enumerate(ds):
+        text = row.get(text_column)
+        if text is None:
+            raise DataError(
+                f"data.text_column={text_column!r}: not in the rows (columns: {sorted(row)})"
+            )
+        rid = str(row.get("id", i))
+        yield {"id": rid, "url": row.get("url", ""), "title": row.get("title", ""), "text": text}
+
+
+def iter_files(cfg: DataConfig) -> Iterator[Record]:
+    import datasets
+
+    paths = [str(p) for p in source_paths(cfg)]
+    kinds = {"parquet" if p.endswith(".parquet") else "json" for p in paths}
+    if len(kinds) > 1:
+        raise DataError(f"data.path={cfg.path!r}: mixes parquet and json files; use one format")
+    ds = datasets.load_dataset(kinds.pop(), data_files=paths, split="train", streaming=True)
+    yield from _rows(ds, cfg.text_column)
+
+
+def iter_records(cfg: DataConfig) -> Iterator[Record]:
+    kind = source_name(cfg)
+    if kind == DataSource.dump.value:
+        return iter_dump(source_paths(cfg))
+    if kind == DataSource.hf.value:
+        return iter_hf(cfg)
+    return iter_files(cfg)
+
+
+def needs_cleaning(cfg: DataConfig) -> bool:
+    return source_name(cfg) == DataSource.dump.value
+
+
+def is_validation(article_id: str, fraction: float) -> bool:
+    """Deterministic split by a hash of the article id (independent of order, workers, machine)."""
+    h = int.from_bytes(hashlib.sha256(article_id.encode()).digest()[:8], "big")
+    return h < fraction * 2**64

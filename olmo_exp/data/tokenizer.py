@@ -1,0 +1,244 @@
+"""Tokenizers: which one a config names, its ids, and fast batch encoding for prep.
+
+Named tokenizers (``dolma2``, ``gpt_neox_olmo_dolma_v1_5``) have known ids (olmo-core's
+``TokenizerConfig``); their ``tokenizer.json`` is found in ``data.tokenizer_dir``, then
+``$OLMO_EXP_TOKENIZER_DIR`` (files named like ``allenai_dolma2.json``), then the Hugging Face hub.
+``dolma2`` encodes through tiktoken's ``cl100k_base`` when its ranks file is cached locally
+(same ids for every ordinary token, ~4x faster); otherwise through HF ``tokenizers``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from olmo_exp.data.config import DataConfig
+from olmo_exp.data.errors import DataError
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+BPE_SPECIALS = (EOS_TOKEN, PAD_TOKEN)  # ids 0 and 1 in the trained BPE
+TOKENIZER_DIR_ENV = "OLMO_EXP_TOKENIZER_DIR"
+_CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+
+
+@dataclass(frozen=True)
+class _Known:
+    hub: str
+    files: tuple[str, ...]
+    vocab_size: int
+    eos_token_id: int
+    pad_token_id: int
+    tiktoken: str | None = None
+
+
+KNOWN_TOKENIZERS: dict[str, _Known] = {
+    "dolma2": _Known(
+        "allenai/dolma2-tokenizer",
+        ("allenai_dolma2.json", "allenai_dolma2-tokenizer.json"),
+        100278, 100257, 100277, tiktoken="cl100k_base",
+    ),
+    "gpt_neox_olmo_dolma_v1_5": _Known(
+        "allenai/gpt-neox-olmo-dolma-v1_5",
+        ("allenai_gpt-neox-olmo-dolma-v1_5.json",),
+        50280, 50279, 1,
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    name: str
+    """What the config said: bpe | dolma2 | gpt_neox_olmo_dolma_v1_5 | a path | a hub name."""
+    identity: str
+    """Stable identity for cache keys: bpe:<vocab>, a known name, hub name, or sha256 of a file."""
+    vocab_size: int
+    eos_token_id: int
+    pad_token_id: int
+
+    @property
+    def dtype(self) -> str:
+        return dtype_for_vocab(self.vocab_size)
+
+
+def dtype_for_vocab(vocab_size: int) -> str:
+    return "uint16" if vocab_size <= 2**16 else "uint32"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_path_like(name: str) -> bool:
+    """A tokenizer.json path (vs a hub name like ``org/name``)."""
+    return name.endswith(".json") or Path(name).expanduser().is_file()
+
+
+def _hf_offline() -> bool:
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+
+
+def resolve_tokenizer_file(cfg: DataConfig) -> Path:
+    """The tokenizer.json a non-BPE tokenizer config means (downloading from the hub if allowed)."""
+    name = cfg.tokenizer
+    if is_path_like(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise DataError(f"data.tokenizer={name!r}: no such tokenizer file")
+        return path.resolve()
+    known = KNOWN_TOKENIZERS.get(name)
+    hub = known.hub if known else name
+    candidates = list(known.files) if known else []
+    candidates.append(hub.replace("/", "_") + ".json")
+    dirs = [d for d in (cfg.tokenizer_dir, os.environ.get(TOKENIZER_DIR_ENV)) if d]
+    for d in dirs:
+        for fname in candidates:
+            path = Path(d).expanduser() / fname
+            if path.is_file():
+                return path.resolve()
+    where = f"{' or '.join(dirs)} has none of {candidates}; " if dirs else ""
+    if _hf_offline():
+        raise DataError(
+            f"data.tokenizer={name!r}: {where}the hub is offline (HF_HUB_OFFLINE); put {candidates[0]} "
+            f"in a directory and set data.tokenizer_dir or ${TOKENIZER_DIR_ENV}"
+        )
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(hub, "tokenizer.json", etag_timeout=10)).resolve()
+    except Exception as e:  # noqa: BLE001 — any hub failure becomes one actionable line
+        raise DataError(
+            f"data.tokenizer={name!r}: {where}could not fetch {hub}/tokenizer.json from the hub "
+            f"({type(e).__name__}); set data.tokenizer_dir or ${TOKENIZER_DIR_ENV} to a local copy"
+        ) from None
+
+
+def _special_id(tok, names: Iterable[str]) -> int | None:
+    for n in names:
+        i = tok.token_to_id(n)
+        if i is not None:
+            return i
+    return None
+
+
+def info_from_file(name: str, identity: str, path: Path) -> TokenizerInfo:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    eos = _special_id(tok, (EOS_TOKEN, "</s>", "<eos>", "<|end_of_text|>", "[SEP]"))
+    if eos is None:
+        raise DataError(
+            f"data.tokenizer={name!r}: {path} has no end-of-text token (e.g. {EOS_TOKEN})"
+        )
+    pad = _special_id(tok, (PAD_TOKEN, "<pad>", "[PAD]", "<|padding|>"))
+    return TokenizerInfo(
+        name, identity, tok.get_vocab_size(with_added_tokens=True), eos, eos if pad is None else pad
+    )
+
+
+def tokenizer_info(cfg: DataConfig) -> TokenizerInfo:
+    """Name, identity, vocab size and eos/pad ids of the config's tokenizer, without preparing data."""
+    name = cfg.tokenizer
+    if name == "bpe":
+        return TokenizerInfo("bpe", f"bpe:{cfg.bpe_vocab_size}", cfg.bpe_vocab_size, 0, 1)
+    known = KNOWN_TOKENIZERS.get(name)
+    if known is not None:
+        return TokenizerInfo(name, name, known.vocab_size, known.eos_token_id, known.pad_token_id)
+    path = resolve_tokenizer_file(cfg)
+    identity = f"sha256:{sha256_file(path)}" if is_path_like(name) else name
+    return info_from_file(name, identity, path)
+
+
+# ---------------------------------------------------------------------------- encoding
+
+
+class TextTokenizer:
+    """A tokenizer.json, for prompts and outputs: ``encode`` adds no special tokens, and text that
+    looks like a special token (``<|endoftext|>`` in an article) is encoded as ordinary text."""
+
+    def __init__(self, path: str | Path):
+        from tokenizers import Tokenizer
+
+        self.path = Path(path)
+        self._tok = Tokenizer.from_file(str(path))
+        self._tok.encode_special_tokens = True
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+
+def tiktoken_cached(encoding: str = "cl100k_base") -> bool:
+    """Whether tiktoken can load ``encoding`` from its local cache (no download attempted)."""
+    if encoding != "cl100k_base":
+        return False
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+    if cache is None:
+        import tempfile
+
+        cache = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    return (Path(cache) / hashlib.sha1(_CL100K_URL.encode()).hexdigest()).is_file()
+
+
+class BatchEncoder:
+    """Batch encoding for prep: tiktoken's ``encode_ordinary_batch`` (threads, no GIL) when the
+    tokenizer is dolma2 and cl100k_base is cached, else HF ``encode_batch`` (Rust threads)."""
+
+    def __init__(self, name: str, path: Path, num_threads: int, *, fast: bool = True):
+        known = KNOWN_TOKENIZERS.get(name)
+        self.num_threads = max(1, num_threads)
+        self._tiktoken = None
+        if fast and known is not None and known.tiktoken and tiktoken_cached(known.tiktoken):
+            import tiktoken
+
+            self._tiktoken = tiktoken.get_encoding(known.tiktoken)
+            self.backend = f"tiktoken:{known.tiktoken}"
+        else:
+            os.environ.setdefault("RAYON_NUM_THREADS", str(self.num_threads))
+            self._hf = TextTokenizer(path)
+            self.backend = "tokenizers"
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self._tiktoken is not None:
+            return self._tiktoken.encode_ordinary_batch(texts, num_threads=self.num_threads)
+        return self._hf.encode_batch(texts)
+
+
+def train_bpe(texts: Iterator[str], vocab_size: int, out: Path) -> None:
+    """Train a byte-level BPE (specials: eos id 0, pad id 1) and save it as ``out`` (atomically)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(BPE_SPECIALS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte: any text round-trips
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    if tok.token_to_id(EOS_TOKEN) != 0 or tok.token_to_id(PAD_TOKEN) != 1:
+        raise DataError("trained BPE: special tokens did not get ids 0 and 1")  # defensive
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tok.save(str(tmp))
+    os.replace(tmp, out)
