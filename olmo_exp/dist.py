@@ -1,9 +1,39 @@
-"""The ``dist`` group: data parallelism through olmo-core's FSDP2/HSDP/DDP."""
+"""The ``dist`` group: data parallelism through olmo-core's FSDP2/HSDP/DDP.
+
+``strategy`` picks the parallelism, ``shard_strategy`` (the classic FSDP names) refines it:
+
+| strategy | shard_strategy (null = the first)  | olmo-core / FSDP2                                       |
+|----------|------------------------------------|---------------------------------------------------------|
+| single   | -                                  | no process group, ``dp_config=None``                    |
+| ddp      | NO_SHARD                           | ``DataParallelType.ddp`` (``replicate``)                |
+| fsdp     | FULL_SHARD, SHARD_GRAD_OP          | ``DataParallelType.fsdp``; SHARD_GRAD_OP = no reshard   |
+|          |                                    | after forward (hook in :func:`fsdp_hooks`)              |
+| hsdp     | HYBRID_SHARD                       | ``DataParallelType.hsdp``, num_replicas x shard_degree  |
+
+Every invalid combination is a one-line :class:`~olmo_exp.validation.ConfigError` from
+:meth:`DistConfig.validate`, raised in the launching process before any rank starts.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from olmo_core.train.callbacks import Callback
+from olmo_core.train.common import ReduceType
+
+if TYPE_CHECKING:  # olmo-core imports take seconds: keep them out of config composition
+    from olmo_core.train.train_module import (
+        TransformerActivationCheckpointingConfig,
+        TransformerDataParallelConfig,
+    )
+
+log = logging.getLogger(__name__)
 
 
 class Strategy(str, Enum):
@@ -26,55 +56,359 @@ class WrappingStrategy(str, Enum):
     fine_grained = "fine_grained"
 
 
+# shard_strategy values each strategy accepts; the first is what null means.
+SHARD_STRATEGIES: dict[Strategy, tuple[ShardStrategy, ...]] = {
+    Strategy.single: (),
+    Strategy.ddp: (ShardStrategy.NO_SHARD,),
+    Strategy.fsdp: (ShardStrategy.FULL_SHARD, ShardStrategy.SHARD_GRAD_OP),
+    Strategy.hsdp: (ShardStrategy.HYBRID_SHARD,),
+}
+SHARDED = (Strategy.fsdp, Strategy.hsdp)
+
+
+@dataclass(frozen=True)
+class LauncherEnv:
+    """What an outside launcher (torchrun, SLURM/submitit tasks) says about the job's ranks."""
+
+    kind: str
+    world_size: int
+    local_world_size: int
+    num_nodes: int
+
+
+def launcher_env() -> LauncherEnv | None:
+    """The rank layout set by torchrun or a SLURM/submitit task, or None when nothing started us."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:  # torchrun, or a task that already exported
+        world = int(env["WORLD_SIZE"])
+        local = int(env.get("LOCAL_WORLD_SIZE", world))
+        return LauncherEnv("torchrun", world, local, int(env.get("NUM_NODES", max(world // local, 1))))
+    # A SLURM step with several tasks: each task is one rank. SLURM_STEP_NUM_TASKS (set by srun)
+    # rather than SLURM_NTASKS, so that `python run.py` typed into an sbatch script with
+    # --ntasks=N (one process) still starts its own ranks instead of waiting for N-1 that never come.
+    if "SLURM_PROCID" in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
+        world = int(env["SLURM_NTASKS"])
+        nodes = int(env.get("SLURM_JOB_NUM_NODES", "1"))
+        return LauncherEnv("slurm", world, world // nodes, nodes)
+    # hydra's submitit_local launcher with tasks_per_node > 1 (one node).
+    if "SUBMITIT_LOCAL_GLOBALID" in env and int(env.get("SUBMITIT_LOCAL_NTASKS", "1")) > 1:
+        world = int(env["SUBMITIT_LOCAL_NTASKS"])
+        return LauncherEnv("submitit_local", world, world, 1)
+    return None
+
+
 @dataclass
 class DistConfig:
     strategy: Strategy = Strategy.single
     nproc_per_node: int | None = None
-    """Ranks per node; null = number of GPUs, or 1 on CPU."""
+    """Ranks per node; null = number of GPUs, or 1 on CPU (or what torchrun/SLURM started)."""
     nodes: int = 1
     mixed_precision: bool = False
-    """bf16 parameters, fp32 gradient reduction."""
-    shard_strategy: ShardStrategy = ShardStrategy.FULL_SHARD
+    """bf16 parameters, fp32 gradient reduction (DDP: olmo-core casts the replicas to bf16)."""
+    shard_strategy: ShardStrategy | None = None
+    """null = the strategy's natural one (fsdp: FULL_SHARD, hsdp: HYBRID_SHARD, ddp: NO_SHARD)."""
     cpu_offload: bool = False
+    """FSDP2 CPUOffloadPolicy for sharded params/grads/optimizer step (fsdp/hsdp only)."""
     wrapping_strategy: WrappingStrategy = WrappingStrategy.full
+    """olmo-core's FSDP wrapping: full (blocks + embeddings + head), blocks, fine_grained."""
+    prefetch_factor: int = 0
+    """olmo-core's FSDP forward prefetch (blocks ahead); 0 = FSDP2's default."""
+    num_replicas: int | None = None
+    """HSDP replica groups; null = one per node."""
+    shard_degree: int | None = None
+    """HSDP ranks per replica (params sharded over them); null = world size / num_replicas."""
     activation_checkpointing: bool = False
+    """olmo-core's full activation checkpointing (recompute every block in backward)."""
     compile: bool | None = None
-    """null = on with a GPU, off on CPU."""
+    """null = on with a GPU, off on CPU (olmo-core only compiles on CUDA)."""
     timeout_s: int = 600
     """Process-group timeout: a dead or hung rank fails the job after this long."""
 
-    # -- minimal single-process mapping; the dist issue fills in the multi-rank strategies --
+    # -- world --------------------------------------------------------------------------------
+
+    def resolved_shard_strategy(self) -> ShardStrategy | None:
+        if self.shard_strategy is not None:
+            return self.shard_strategy
+        allowed = SHARD_STRATEGIES[self.strategy]
+        return allowed[0] if allowed else None
 
     def resolved_nproc_per_node(self) -> int:
         if self.nproc_per_node is not None:
             return self.nproc_per_node
+        launched = launcher_env()
+        if launched is not None:
+            return launched.local_world_size
         import torch
 
         return max(torch.cuda.device_count(), 1)
 
     def world_size(self) -> int:
+        launched = launcher_env()
+        if launched is not None:
+            return launched.world_size
         return self.nodes * self.resolved_nproc_per_node()
 
+    def hsdp_degrees(self) -> tuple[int, int]:
+        """(num_replicas, shard_degree) for HSDP, nulls filled in (validate() checks them)."""
+        world = self.world_size()
+        replicas = self.num_replicas
+        if replicas is None:
+            replicas = world // self.shard_degree if self.shard_degree else self.nodes
+        shard = self.shard_degree if self.shard_degree is not None else world // max(replicas, 1)
+        return replicas, shard
+
+    # -- validation ---------------------------------------------------------------------------
+
     def validate(self, *, global_batch_size: int, micro_batch_size: int) -> None:
-        from olmo_exp.validation import ConfigError, positive
+        """Every invalid combination, as one ConfigError, before any process starts."""
+        from olmo_exp.validation import ConfigError, non_negative, positive
 
         positive("dist.nodes", self.nodes)
         positive("dist.nproc_per_node", self.nproc_per_node, allow_none=True)
         positive("dist.timeout_s", self.timeout_s)
+        positive("dist.num_replicas", self.num_replicas, allow_none=True)
+        positive("dist.shard_degree", self.shard_degree, allow_none=True)
+        non_negative("dist.prefetch_factor", self.prefetch_factor)
+        strategy = self.strategy.value
+
+        allowed = SHARD_STRATEGIES[self.strategy]
+        if self.shard_strategy is not None and self.shard_strategy not in allowed:
+            by_name = {s.value: k.value for k, v in SHARD_STRATEGIES.items() for s in v}
+            hint = (f"; {self.shard_strategy.value} is dist.strategy={by_name[self.shard_strategy.value]}"
+                    if self.shard_strategy.value in by_name else "")
+            valid = "/".join(s.value for s in allowed) if allowed else "null"
+            raise ConfigError("dist.shard_strategy", self.shard_strategy.value,
+                              f"with dist.strategy={strategy} must be {valid} or null{hint}")
+        if self.cpu_offload:
+            if self.strategy not in SHARDED:
+                raise ConfigError("dist.cpu_offload", True,
+                                  f"needs dist.strategy=fsdp or hsdp (offloads shards), not {strategy}")
+            if _cuda_available():
+                # olmo-core 3.0 materializes the weights on the GPU (init_weights -> to_empty(cuda))
+                # and FSDP2 refuses offloaded params that are not on CPU; verified on CPU only.
+                raise ConfigError("dist.cpu_offload", True,
+                                  "is supported on CPU-only hosts in this version (olmo-core 3.0 "
+                                  "initializes weights on the GPU, which FSDP2 offload rejects)")
+        if self.mixed_precision and self.strategy == Strategy.single:
+            raise ConfigError("dist.mixed_precision", True,
+                              "needs dist.strategy=fsdp/hsdp/ddp (an FSDP2/DDP policy); "
+                              "dist=fsdp also runs with one process")
+        if self.strategy not in SHARDED:
+            if self.wrapping_strategy != WrappingStrategy.full:
+                raise ConfigError("dist.wrapping_strategy", self.wrapping_strategy.value,
+                                  f"only applies to dist.strategy=fsdp/hsdp, not {strategy}; leave it full")
+            if self.prefetch_factor:
+                raise ConfigError("dist.prefetch_factor", self.prefetch_factor,
+                                  f"only applies to dist.strategy=fsdp/hsdp, not {strategy}; use 0")
+        if self.strategy != Strategy.hsdp:
+            for key in ("num_replicas", "shard_degree"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"dist.{key}", getattr(self, key),
+                                      f"only applies to dist.strategy=hsdp, not {strategy}; use null")
+
+        launched = launcher_env()
+        if launched is None and self.nodes > 1:
+            raise ConfigError("dist.nodes", self.nodes,
+                              "> 1 needs a multi-node launcher (torchrun --nnodes, or SLURM tasks); "
+                              "run.py itself starts ranks on one node only")
+        if launched is not None:
+            local = launched.local_world_size
+            if self.nproc_per_node is not None and self.nproc_per_node != local:
+                raise ConfigError("dist.nproc_per_node", self.nproc_per_node,
+                                  f"must be null or {local}: {launched.kind} started {local} ranks per node")
+            if self.nodes * local != launched.world_size:
+                raise ConfigError("dist.nodes", self.nodes,
+                                  f"must be {launched.world_size // local}: {launched.kind} started "
+                                  f"{launched.world_size} ranks, {local} per node")
+
         world = self.world_size()
+        if self.strategy == Strategy.single and world > 1:
+            raise ConfigError("dist.strategy", strategy,
+                              f"runs one process but the world size is {world}; "
+                              "use dist=fsdp, ddp or hsdp (or dist.nproc_per_node=1)")
+        if self.strategy == Strategy.hsdp:
+            replicas, shard = self.hsdp_degrees()
+            if replicas < 2:
+                raise ConfigError("dist.num_replicas", self.num_replicas,
+                                  f"HYBRID_SHARD needs >= 2 replicas (got {replicas}, world size {world}); "
+                                  "set dist.num_replicas to a divisor of the world size, or use dist=fsdp")
+            if replicas * shard != world:
+                raise ConfigError("dist.num_replicas", self.num_replicas,
+                                  f"num_replicas x shard_degree = {replicas} x {shard} must equal "
+                                  f"the world size {world}")
         if global_batch_size % (micro_batch_size * world) != 0:
             raise ConfigError(
                 "train.global_batch_size", global_batch_size,
                 f"must be a multiple of train.micro_batch_size x world size = {micro_batch_size} x {world}",
             )
 
-    def dp_config(self):
-        return None
+    # -- olmo-core mapping --------------------------------------------------------------------
 
-    def ac_config(self):
-        return None
+    def dp_config(self) -> TransformerDataParallelConfig | None:
+        """olmo-core's data-parallel config; SHARD_GRAD_OP and cpu_offload go through fsdp_hooks()."""
+        if self.strategy == Strategy.single:
+            return None
+        from olmo_core.config import DType
+        from olmo_core.distributed.parallel import DataParallelType
+        from olmo_core.train.train_module import (
+            TransformerDataParallelConfig,
+            TransformerDataParallelWrappingStrategy,
+        )
+
+        replicas, shard = self.hsdp_degrees() if self.strategy == Strategy.hsdp else (None, None)
+        return TransformerDataParallelConfig(
+            name=DataParallelType(self.strategy.value),
+            param_dtype=DType.bfloat16 if self.mixed_precision else None,
+            reduce_dtype=DType.float32,
+            num_replicas=replicas,
+            shard_degree=shard,
+            wrapping_strategy=TransformerDataParallelWrappingStrategy(self.wrapping_strategy.value),
+            prefetch_factor=self.prefetch_factor,
+        )
+
+    def ac_config(self) -> TransformerActivationCheckpointingConfig | None:
+        if not self.activation_checkpointing:
+            return None
+        from olmo_core.train.train_module import (
+            TransformerActivationCheckpointingConfig,
+            TransformerActivationCheckpointingMode,
+        )
+
+        return TransformerActivationCheckpointingConfig(mode=TransformerActivationCheckpointingMode.full)
 
     def compile_enabled(self) -> bool:
-        import torch
+        # olmo-core skips compile without CUDA (with a warning): report what will really happen.
+        return _cuda_available() if self.compile is None else bool(self.compile) and _cuda_available()
 
-        return bool(self.compile) if self.compile is not None else torch.cuda.is_available()
+    def fsdp_overrides(self) -> dict[str, Any]:
+        """Extra ``fully_shard`` kwargs olmo-core does not expose; empty = olmo-core as is."""
+        overrides: dict[str, Any] = {}
+        if self.strategy not in SHARDED:
+            return overrides
+        if self.resolved_shard_strategy() == ShardStrategy.SHARD_GRAD_OP:
+            overrides["reshard_after_forward"] = False
+        if self.cpu_offload:
+            from torch.distributed.fsdp import CPUOffloadPolicy
+
+            # pin_memory=True needs an accelerator ("Cannot access accelerator device").
+            overrides["offload_policy"] = CPUOffloadPolicy(pin_memory=_cuda_available())
+        return overrides
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# olmo-core modules that call FSDP2's fully_shard (imported by name, so patch them there).
+_FULLY_SHARD_MODULES = ("olmo_core.nn.transformer.model", "olmo_core.nn.transformer.block")
+
+
+@contextlib.contextmanager
+def fsdp_hooks(cfg: DistConfig) -> Iterator[None]:
+    """Apply ``cfg.fsdp_overrides()`` to every ``fully_shard`` olmo-core makes inside the block.
+
+    Smallest hook for two knobs olmo-core 3.0 lacks: ``Transformer.apply_fsdp`` hard-codes
+    ``reshard_after_forward=True`` (so no SHARD_GRAD_OP), and the train module's ``cpu_offload``
+    is a checkpoint-saving option, not FSDP2's ``CPUOffloadPolicy``. Wrapping the ``fully_shard``
+    name that olmo-core's model/block modules call changes only those kwargs (SHARD_GRAD_OP was
+    bitwise equal to FULL_SHARD here). Without overrides nothing is patched.
+    """
+    overrides = cfg.fsdp_overrides()
+    if not overrides:
+        yield
+        return
+    import importlib
+
+    modules = [importlib.import_module(name) for name in _FULLY_SHARD_MODULES]
+    originals = [m.fully_shard for m in modules]
+    original = originals[0]
+
+    def fully_shard(module: Any, **kwargs: Any) -> Any:
+        return original(module, **{**kwargs, **overrides})
+
+    for m in modules:
+        m.fully_shard = fully_shard
+    try:
+        yield
+    finally:
+        for m, f in zip(modules, originals, strict=True):
+            m.fully_shard = f
+
+
+# -- memory accounting ------------------------------------------------------------------------
+
+
+def _local_and_global_bytes(t: Any) -> tuple[int, int]:
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(t, DTensor):
+        local = t.to_local()
+        return local.numel() * local.element_size(), t.numel() * t.element_size()
+    n = t.numel() * t.element_size()
+    return n, n
+
+
+def state_bytes(model: Any, optim: Any) -> tuple[int, int]:
+    """(bytes this rank holds, bytes one unsharded copy holds) of parameters + optimizer state.
+
+    FSDP params and their AdamW state are DTensors: the local shard vs. the global tensor. Under
+    DDP/single both numbers are equal (every rank holds everything).
+    """
+    import torch
+
+    local = total = 0
+    for p in model.parameters():
+        lo, gl = _local_and_global_bytes(p)
+        local, total = local + lo, total + gl
+    for state in optim.state.values():
+        for v in state.values():
+            if isinstance(v, torch.Tensor):
+                lo, gl = _local_and_global_bytes(v)
+                local, total = local + lo, total + gl
+    return local, total
+
+
+
+def describe_sharding(model: Any) -> str:
+    """What FSDP2 really applied to the transformer blocks (proof that the hooks took effect)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule
+
+    groups = [
+        m._get_fsdp_state()._fsdp_param_group
+        for m in model.blocks.values()
+        if isinstance(m, FSDPModule) and m._get_fsdp_state()._fsdp_param_group is not None
+    ]
+    if not groups:
+        return "blocks not FSDP-sharded"
+    reshard = sorted({g.post_forward_mesh_info is not None for g in groups})
+    offload = sorted({isinstance(g.offload_policy, CPUOffloadPolicy) for g in groups})
+    mesh = groups[0].mesh_info.mesh
+    return (f"FSDP2 blocks: mesh {tuple(mesh.shape)} {mesh.mesh_dim_names}, "
+            f"reshard_after_forward={'/'.join(map(str, reshard))}, "
+            f"cpu_offload={'/'.join(map(str, offload))}")
+
+
+@dataclass
+class DistMemoryCallback(Callback):
+    """Records per-rank vs. unsharded parameter + optimizer-state bytes as ``dist/*`` metrics.
+
+    ``dist/rank_state_bytes``: the most any rank holds; ``dist/unsharded_state_bytes``: what one
+    process holding everything needs. Measured once after the first optimizer step (AdamW state
+    exists from then on), recorded every step so each metrics.jsonl record carries them, and
+    written once to the run log.
+    """
+
+    _bytes: tuple[int, int] | None = None
+
+    def post_step(self) -> None:
+        if self._bytes is None:
+            module = self.trainer.train_module
+            self._bytes = state_bytes(module.model, module.optim)  # type: ignore[attr-defined]
+            local, total = self._bytes
+            log.info("dist: params + optimizer state %d bytes on this rank, %d unsharded (%.3fx); %s",
+                     local, total, local / total, describe_sharding(module.model))  # type: ignore[attr-defined]
+        local, total = self._bytes
+        self.trainer.record_metric("dist/rank_state_bytes", float(local), ReduceType.max)
+        self.trainer.record_metric("dist/unsharded_state_bytes", float(total))

@@ -1,26 +1,193 @@
-"""Process launch: make the ranks (or find that a launcher already did) and join the process group."""
+"""Process launch: make the ranks (or find that a launcher already did) and join the process group.
+
+Three ways a rank comes to exist, all ending in the same worker:
+- ``python run.py`` with world size > 1: :func:`spawn` starts ``nproc_per_node`` ranks through
+  torch's own elastic launcher (what torchrun uses), from inside the Hydra task.
+- ``torchrun ... run.py``: torchrun made the ranks (RANK/WORLD_SIZE set); nothing is spawned.
+- SLURM / submitit tasks: each task is a rank; :func:`init_distributed` exports the torch env.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
-from olmo_exp.dist import DistConfig
+from olmo_exp.dist import DistConfig, Strategy, fsdp_hooks, launcher_env
+
+log = logging.getLogger(__name__)
+
+
+class RankFailedError(RuntimeError):
+    """A rank of a spawned job failed; the message names the first (root-cause) rank."""
+
+
+# What init_distributed changed in this process, undone by teardown() (a test or notebook may
+# run several jobs in one process; leftover RANK/WORLD_SIZE would make the next look "launched").
+_saved_env: dict[str, str | None] = {}
+_exit_stack: contextlib.ExitStack | None = None
 
 
 def already_launched() -> bool:
-    """True inside torchrun/SLURM-started ranks."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    """True inside torchrun-, SLURM- or submitit-started ranks."""
+    return launcher_env() is not None
+
+
+def _set_env(key: str, value: str, *, override: bool = True) -> None:
+    if not override and key in os.environ:
+        return
+    _saved_env.setdefault(key, os.environ.get(key))
+    os.environ[key] = value
+
+
+def _threads_per_rank(local_ranks: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(local_ranks, 1))
+
+
+def backend_for(cfg: DistConfig) -> str | None:
+    """olmo-core backend string: None for one plain process, gloo on CPU, nccl + gloo on GPU."""
+    if cfg.strategy == Strategy.single and cfg.world_size() == 1:
+        return None
+    import torch
+
+    # olmo-core's default "cpu:gloo,cuda:nccl" calls torch.cuda.set_device: CPU-only hosts need "gloo".
+    return "cuda:nccl,cpu:gloo" if torch.cuda.is_available() else "gloo"
 
 
 def init_distributed(cfg: DistConfig, *, seed: int) -> None:
+    """Join the job's process group (if any) with a finite timeout, seed, and install FSDP hooks."""
+    global _exit_stack
+    import torch
+    import torch.distributed.distributed_c10d as c10d
     from olmo_core.train import prepare_training_environment
 
-    # olmo-core would set 8 threads; on small CPU machines that oversubscribes.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1))))
-    prepare_training_environment(seed=seed, backend=None)
+    launched = launcher_env()
+    local_ranks = launched.local_world_size if launched else cfg.resolved_nproc_per_node()
+    # olmo-core sets 8 threads when unset: oversubscribes small hosts. torch is already imported
+    # here, so the env var alone would not take effect in this process.
+    _set_env("OMP_NUM_THREADS", str(_threads_per_rank(local_ranks)), override=False)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+    if launched is not None and launched.kind != "torchrun":
+        # SLURM/submitit task: export RANK/WORLD_SIZE/MASTER_*; keep CUDA_VISIBLE_DEVICES (the
+        # default per-task value breaks olmo-core's cuda.set_device(LOCAL_RANK)).
+        from submitit.helpers import TorchDistributedEnvironment
+
+        before = {k: os.environ.get(k) for k in _TORCH_ENV}
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        for k, v in before.items():
+            _saved_env.setdefault(k, v)
+    if launched is not None:
+        _set_env("NUM_NODES", str(launched.num_nodes), override=False)
+    # All ranks share the run dir's filesystem (one checkpoint/data-index dir).
+    _set_env("OLMO_SHARED_FS", "1")
+
+    backend = backend_for(cfg)
+    timeout = timedelta(seconds=cfg.timeout_s)
+    if backend is not None:
+        # olmo-core's extra groups (bookkeeping, checkpointing) are made with new_group() and no
+        # timeout, i.e. torch's 30-min default: bound those too, so a hung rank fails the job.
+        c10d.default_pg_timeout = timeout
+        c10d.default_pg_nccl_timeout = timeout
+        before = {k: os.environ.get(k) for k in _TORCH_ENV}  # olmo-core bootstraps these for 1 rank
+        for k, v in before.items():
+            _saved_env.setdefault(k, v)
+
+    # prepare_training_environment replaces the root handlers (basicConfig(force=True)): keep file
+    # logs (e.g. Hydra's job log) that were attached before.
+    root = logging.getLogger()
+    file_handlers = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    prepare_training_environment(seed=seed, backend=backend, timeout=timeout,
+                                 shared_filesystem=True)
+    for h in file_handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+
+    _exit_stack = contextlib.ExitStack()
+    _exit_stack.enter_context(fsdp_hooks(cfg))
+    if backend is not None:
+        log.info("joined %s process group (timeout %ds, %s threads per rank)", backend,
+                 cfg.timeout_s, os.environ["OMP_NUM_THREADS"])
+
+
+_TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+              "MASTER_PORT", "NUM_NODES", "OLMO_SHARED_FS", "TORCH_DIST_INIT_BARRIER",
+              "TORCH_NCCL_AVOID_RECORD_STREAMS")
 
 
 def teardown() -> None:
+    """Leave the process group, remove the FSDP hooks, restore the environment."""
+    global _exit_stack
     from olmo_core.train import teardown_training_environment
 
-    teardown_training_environment()
+    try:
+        teardown_training_environment()
+    finally:
+        if _exit_stack is not None:
+            _exit_stack.close()
+            _exit_stack = None
+        for key, value in _saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _saved_env.clear()
+
+
+def spawn(fn: Callable[..., Any], args: tuple, *, nproc: int, log_dir: Path) -> None:
+    """Run ``fn(*args)`` on ``nproc`` local ranks with torch's elastic launcher; wait for all.
+
+    ``fn`` must be module-level and ``args`` picklable (start method "spawn"). No restarts: over
+    gloo they fail to reconnect and hide the original error. A failing rank takes the others
+    down (torch elastic stops the group) and raises :class:`RankFailedError` naming it.
+    """
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=uuid.uuid4().hex[:12],
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # a free port: concurrent jobs on one host don't collide
+        max_restarts=0,
+        start_method="spawn",
+        monitor_interval=0.1,
+        logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), tee=Std.ALL),
+    )
+    # The launcher API (unlike the torchrun CLI) passes the parent's env on unchanged.
+    restore = os.environ.get("OMP_NUM_THREADS")
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads_per_rank(nproc)))
+    try:
+        elastic_launch(config, fn)(*args)
+    except ChildFailedError as e:
+        raise RankFailedError(_failure_message(e, nproc, log_dir)) from None
+    finally:
+        if restore is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+
+
+def _failure_message(e: Any, nproc: int, log_dir: Path) -> str:
+    rank, failure = e.get_first_failure()
+    if failure.exitcode < 0:
+        how = f"was killed by {failure.signal_name()}"
+    else:
+        how = f"exited with code {failure.exitcode}"
+    cause = failure.message
+    if isinstance(failure.error_file_data, dict):
+        # The rank's own exception (first line of its traceback summary) when it raised one.
+        cause = failure.error_file_data.get("message", {}).get("message", cause) or cause
+    cause = str(cause).strip().splitlines()[-1] if str(cause).strip() else "no error recorded"
+    others = sorted(r for r in e.failures if r != rank)
+    also = f"; ranks {others} stopped after it" if others else ""
+    return (f"rank {rank} of {nproc} {how} (the first failure, pid {failure.pid}): {cause}{also}. "
+            f"Per-rank logs: {log_dir}")
