@@ -157,6 +157,14 @@ class DistConfig:
         shard = self.shard_degree if self.shard_degree is not None else world // max(replicas, 1)
         return replicas, shard
 
+    def param_shard_degree(self) -> int:
+        """Ranks one parameter is split over: world (fsdp), shard_degree (hsdp), 1 (ddp/single)."""
+        if self.strategy == Strategy.fsdp:
+            return self.world_size()
+        if self.strategy == Strategy.hsdp:
+            return self.hsdp_degrees()[1]
+        return 1
+
     # -- validation ---------------------------------------------------------------------------
 
     def validate(self, *, global_batch_size: int, micro_batch_size: int) -> None:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from olmo_exp import data as data_lib
 from olmo_exp import launch
 from olmo_exp.data.config import DataConfig
-from olmo_exp.dist import DistConfig
+from olmo_exp.dist import DistConfig, DistMemoryCallback
 from olmo_exp.generate import GenerateConfig
 from olmo_exp.model import ModelConfig, format_summary, summarize
 from olmo_exp.train import TrainConfig, WandbConfig
@@ -176,7 +176,7 @@ class Run:
     def summary(self) -> dict:
         cfg = self.config
         vocab = self._vocab_size(data_lib.tokenizer_info(cfg.data).vocab_size)
-        shard = cfg.dist.world_size() if cfg.dist.strategy.value in ("fsdp",) else 1
+        shard = cfg.dist.param_shard_degree()
         return summarize(cfg.model, cfg.model.build_config(vocab),
                          sequence_length=cfg.data.sequence_length, shard_degree=shard)
 
@@ -234,7 +234,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
     model_config.init_seed = train.seed
 
     summary = summarize(cfg.model, model_config, sequence_length=seq_len,
-                        shard_degree=cfg.dist.world_size() if cfg.dist.dp_config() else 1)
+                        shard_degree=cfg.dist.param_shard_degree())
     if get_rank() == 0:
         (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
         log.info("model:\n%s", format_summary(summary))
@@ -289,6 +289,8 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         "speed_monitor": SpeedMonitorCallback(num_flops_per_token=summary["flops_per_token"]),
         "console": ConsoleLoggerCallback(log_interval=train.log_interval),
         "metrics_file": MetricsFileCallback(path=run_dir / "metrics.jsonl"),
+        # dist/rank_state_bytes vs dist/unsharded_state_bytes: what sharding saves, per rank.
+        "dist_memory": DistMemoryCallback(),
         "generation": GenerationCallback(
             config=cfg.generate,
             tokenizer=data_lib.load_tokenizer(manifest),
