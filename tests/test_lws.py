@@ -384,3 +384,107 @@ def test_cli_composes_lws_on_any_model_with_overrides() -> None:
     assert lws["qkv_scalars"] == [0.25, 1.0]
     assert lws["fnn_scalars"] == [0.5, 4.0]
     assert lws["output_scalars"] == [0.8, 1.2]
+
+
+# -- end to end: a short LWS training run, resume, model_summary.json, dry run ----------------
+
+TINY_RUN = [
+    "model=lws_tiny",
+    "data.sequence_length=64",
+    "train.max_steps=6",
+    "train.global_batch_size=4",
+    "train.micro_batch_size=2",
+    "train.warmup_steps=1",
+    "train.log_interval=1",
+    "train.checkpoint_interval=3",
+    "train.eval_interval=0",
+    "generate.interval=0",
+]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """The last logged CE loss of each step (a step may be logged more than once)."""
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = yaml.safe_load(line)  # JSON is YAML
+        if "train/CE loss" in row:
+            out[row["step"]] = row["train/CE loss"]
+    return out
+
+
+def checkpoint_shapes(step_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes as the run saved them (the distributed checkpoint's metadata)."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    meta = FileSystemReader(str(step_dir / "model_and_optim")).read_metadata()
+    return {
+        key.removeprefix("model."): tuple(m.size)
+        for key, m in meta.state_dict_metadata.items()
+        if key.startswith("model.")
+    }
+
+
+@pytest.mark.slow
+def test_lws_tiny_trains_resumes_and_matches_its_summary(run_cli, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    # Stop after 3 of 6 steps (checkpoint at 3), then start the same run again: it resumes.
+    run_cli(*TINY_RUN, "train.stop_at_step=3", run_dir=run_dir)
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step*")) == ["step3"]
+    first = losses(run_dir)
+    assert max(first) == 3
+    run_cli(*TINY_RUN, run_dir=run_dir)
+    assert "Checkpoint successfully loaded" in (run_dir / "train.log").read_text()
+    loss = losses(run_dir)
+    assert sorted(loss) == [1, 2, 3, 4, 5, 6]
+    assert {s: loss[s] for s in first} == first  # steps 1-3 were not rerun
+    assert loss[6] < loss[1] - 0.3  # it learns (about 9.1 -> 8.1 here)
+
+    # model_summary.json = the hand-computed table = what the run built and checkpointed.
+    summary = yaml.safe_load((run_dir / "model_summary.json").read_text())
+    rows = [
+        (r["n_heads"], r["n_kv_heads"], r["head_dim"], r["ffn_hidden_size"], r["output_scale"])
+        for r in summary["layers"]
+    ]
+    assert rows == HAND_TABLES["tiny_gqa"][1]
+    saved = checkpoint_shapes(run_dir / "checkpoints" / "step6")
+    d = summary["d_model"]
+    for r in summary["layers"]:
+        p = f"blocks.{r['index']}."
+        q, kv, ffn = r["n_heads"] * r["head_dim"], r["n_kv_heads"] * r["head_dim"], r[
+            "ffn_hidden_size"
+        ]
+        assert saved[p + "attention.w_q.weight"] == (q, d)
+        assert saved[p + "attention.w_k.weight"] == (kv, d)
+        assert saved[p + "attention.w_v.weight"] == (kv, d)
+        assert saved[p + "attention.w_out.weight"] == (d, q)
+        assert saved[p + "feed_forward.w1.weight"] == (ffn, d)
+        assert saved[p + "feed_forward.w2.weight"] == (d, ffn)
+        assert saved[p + "feed_forward.w3.weight"] == (ffn, d)
+        block_params = sum(
+            torch.Size(s).numel() for k, s in saved.items() if k.startswith(p)
+        )
+        assert block_params == r["params"]
+    assert sum(torch.Size(s).numel() for s in saved.values()) == summary["n_params"]
+
+
+def test_lws_tiny_dry_run_prints_and_writes_the_table(run_cli, tmp_path: Path) -> None:
+    run_dir = tmp_path / "dry"
+    proc = run_cli("model=lws_tiny", "dry_run=true", run_dir=run_dir)
+    summary = yaml.safe_load((run_dir / "model_summary.json").read_text())
+    assert [r["index"] for r in summary["layers"]] == [0, 1, 2, 3]
+    rows = [
+        (r["n_heads"], r["n_kv_heads"], r["head_dim"], r["ffn_hidden_size"], r["output_scale"])
+        for r in summary["layers"]
+    ]
+    assert rows == HAND_TABLES["tiny_gqa"][1]
+    model = compose_model("model=lws_tiny")
+    config = model.build_config(summary["vocab_size"])
+    assert summary["n_params"] == config.num_params
+    assert summary["flops_per_token"] > 0
+    # The printed table: one line per layer with heads, kv heads, head_dim, FFN width, scale.
+    printed = [line.split() for line in proc.stdout.splitlines()]
+    for r in summary["layers"]:
+        expected = [str(r["index"]), str(r["n_heads"]), str(r["n_kv_heads"]),
+                    str(r["head_dim"]), str(r["ffn_hidden_size"]), f"{r['output_scale']:.2f}"]
+        assert any(cols[:6] == expected for cols in printed), expected
+    assert not (run_dir / "checkpoints").exists()
