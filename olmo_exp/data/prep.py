@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +37,7 @@ from olmo_exp.data.manifest import MANIFEST, SPLITS, Manifest, write_json_atomic
 from olmo_exp.data.sources import (
     Record,
     clean_records,
+    hf_offline_error,
     is_validation,
     iter_records,
     needs_cleaning,
@@ -98,17 +100,28 @@ def prepare(cfg: DataConfig) -> Manifest:
     wait and then reuse its output.
     """
     cfg.validate()
+    check_source(cfg)
     info = tokenizer_info(cfg)
+    # Resolve the tokenizer file now (hub download included): a failure leaves nothing on disk.
+    tok_source = None if cfg.tokenizer == "bpe" else resolve_tokenizer_file(cfg)
     key, keyed = cache_key(cfg, info)
     root = Path(cfg.output_dir).expanduser().resolve() / key
     if not (root / MANIFEST).is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(root) + ".lock"):
             if not (root / MANIFEST).is_file():  # another process may have finished meanwhile
-                _Prep(cfg, info, root, keyed).run()
+                _Prep(cfg, info, root, keyed, tok_source).run()
     manifest = Manifest.load(root)
     check_fits(manifest, cfg.sequence_length)
     return manifest
+
+
+def check_source(cfg: DataConfig) -> None:
+    """Fail before any work when the source can't be read (offline hub; missing files)."""
+    if source_name(cfg) == DataSource.hf.value:
+        hf_offline_error(cfg)
+    else:
+        source_identity(cfg)  # resolves the files, DataError if none
 
 
 def check_fits(manifest: Manifest, sequence_length: int) -> None:
@@ -157,10 +170,19 @@ def _batched(it: Iterable[T], n: int) -> Iterator[list[T]]:
 
 
 class _Prep:
-    def __init__(self, cfg: DataConfig, info: TokenizerInfo, root: Path, keyed: dict[str, Any]):
+    def __init__(
+        self,
+        cfg: DataConfig,
+        info: TokenizerInfo,
+        root: Path,
+        keyed: dict[str, Any],
+        tok_source: Path | None,
+    ):
         self.cfg, self.info, self.root, self.keyed = cfg, info, root, keyed
+        self.tok_source = tok_source
         self.workers = cfg.num_workers or os.cpu_count() or 1
         self.np_dtype = np.dtype(info.dtype)
+        self._postfix = ""
         self.shard_tokens = max(1, int(cfg.shard_size_mb * (1 << 20)) // self.np_dtype.itemsize)
 
     # ------------------------------------------------------------------ sources
@@ -195,7 +217,8 @@ class _Prep:
             self._train_bpe(path)
         else:
             tmp = path.with_name(f".tokenizer.json.tmp{os.getpid()}")
-            shutil.copyfile(resolve_tokenizer_file(self.cfg), tmp)
+            assert self.tok_source is not None
+            shutil.copyfile(self.tok_source, tmp)
             os.replace(tmp, path)
         return path
 
@@ -223,20 +246,36 @@ class _Prep:
     # ------------------------------------------------------------------ main pass
 
     def _progress(self, it: Iterable[T], desc: str, initial: int) -> Iterator[T]:
+        """A tqdm bar (articles/s, tok/s, ETA when the total is known) on a terminal; in batch jobs
+        (no terminal) the same numbers as a log line every 30 s."""
         from tqdm.auto import tqdm
 
         total = self._total()
+        tty = sys.stderr.isatty()
         bar = tqdm(
             it,
             desc=desc,
             unit="art",
             total=total,
             initial=initial,
-            disable=None,
+            disable=not tty,
             dynamic_ncols=True,
         )
         self._bar = bar
-        yield from bar
+        if tty:
+            yield from bar
+            return
+        t0 = last = time.perf_counter()
+        for n, item in enumerate(bar, start=1):
+            yield item
+            now = time.perf_counter()
+            if now - last >= 30:
+                last = now
+                rate = n / (now - t0)
+                eta = f", ETA {(total - initial - n) / rate / 60:.1f} min" if total else ""
+                log.info(
+                    "%s: %d articles (%.1f/s%s) %s", desc, initial + n, rate, eta, self._postfix
+                )
 
     def _load_state(self) -> dict[str, Any]:
         path = self.root / PROGRESS
@@ -267,10 +306,21 @@ class _Prep:
         shards = _Shards(self, state)
         n_tokens = 0
         articles = self._progress(self._articles(state["articles"]), "tokenize", state["articles"])
-        for batch in self._text_batches(articles):
-            n_tokens += self._consume(batch, encoder, shards)
-            rate = n_tokens / max(time.perf_counter() - t0, 1e-9)
-            self._bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+        try:
+            # One batch of lookahead: batch k encodes (threads) while k+1 is read and k-1 written.
+            previous: tuple[list[Record], Callable[[], list[np.ndarray]]] | None = None
+            for batch in self._text_batches(articles):
+                job = encoder.submit([a["text"] for a in batch if a["text"]])
+                if previous is not None:
+                    n_tokens += self._consume(previous[0], previous[1](), shards)
+                previous = (batch, job)
+                rate = n_tokens / max(time.perf_counter() - t0, 1e-9)
+                self._postfix = f"{rate:,.0f} tok/s"
+                self._bar.set_postfix_str(self._postfix, refresh=False)
+            if previous is not None:
+                n_tokens += self._consume(previous[0], previous[1](), shards)
+        finally:
+            encoder.close()
         shards.flush()
         self._write_manifest(encoder.backend, tok_file)
         seconds = time.perf_counter() - t0
@@ -279,24 +329,26 @@ class _Prep:
             self.root, state["articles"], n_tokens, seconds, n_tokens / max(seconds, 1e-9), encoder.backend,
         )  # fmt: skip
 
-    def _consume(self, batch: list[Record], encoder: BatchEncoder, shards: _Shards) -> int:
-        """Tokenize one batch of articles into the shard buffers; returns the tokens added."""
-        frac, eos = self.cfg.validation_fraction, self.info.eos_token_id
+    def _consume(self, batch: list[Record], encoded: list[np.ndarray], shards: _Shards) -> int:
+        """Put one encoded batch of articles into the shard buffers; returns the tokens added."""
+        frac = self.cfg.validation_fraction
+        eos = np.array([self.info.eos_token_id], dtype=np.uint32)
         docs = [a for a in batch if a["text"]]
-        encoded = encoder.encode_batch([a["text"] for a in docs])
         splits = ["validation" if is_validation(a["id"], frac) else "train" for a in docs]
         # One flat array per split for the whole batch (fast), cut at document ends below.
         flat: dict[str, np.ndarray] = {}
         lengths: dict[str, Iterator[int]] = {}
         for split in SPLITS:
             ids = [e for e, s in zip(encoded, splits, strict=True) if s == split]
-            for e in ids:
-                e.append(eos)
-            n = sum(map(len, ids))
-            flat[split] = np.fromiter(
-                itertools.chain.from_iterable(ids), dtype=self.np_dtype, count=n
-            )
-            lengths[split] = iter([len(e) for e in ids])
+            parts = [p for e in ids for p in (e, eos)]
+            arr = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
+            if arr.size and int(arr.max()) >= self.info.vocab_size:
+                raise DataError(
+                    f"data.tokenizer={self.cfg.tokenizer!r} produced id {int(arr.max())} >= its vocab size "
+                    f"{self.info.vocab_size}: the tokenizer file does not match its declared vocab"
+                )
+            flat[split] = arr.astype(self.np_dtype, copy=False)
+            lengths[split] = iter([len(e) + 1 for e in ids])
         cut = dict.fromkeys(SPLITS, 0)  # tokens of flat[split] already handed to shards
         end = dict.fromkeys(SPLITS, 0)  # tokens of flat[split] of the articles consumed so far
         split_of = iter(splits)

@@ -137,13 +137,17 @@ def _hf_offline() -> bool:
     return offline()
 
 
-def iter_hf(cfg: DataConfig) -> Iterator[Record]:
-    # Offline, datasets would first retry the hub for ~23 s: fail at once instead.
+def hf_offline_error(cfg: DataConfig) -> None:
+    """Offline, ``datasets`` would first retry the hub for ~23 s: fail at once instead."""
     if _hf_offline():
         raise DataError(
             f"data.source=hf needs the Hugging Face hub but HF_HUB_OFFLINE is set: unset it, or use "
             f"data.source=dump/files with a local copy of {cfg.hf_dataset}"
         )
+
+
+def iter_hf(cfg: DataConfig) -> Iterator[Record]:
+    hf_offline_error(cfg)
     import datasets
 
     try:

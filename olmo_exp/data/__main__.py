@@ -1,0 +1,50 @@
+"""Prepare data only (e.g. on CPU nodes, before training jobs that only read it):
+
+    python -m olmo_exp.data data=wiki data.max_articles=10000
+
+Same config groups as run.py; only the ``data`` group is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from olmo_exp import schema
+from olmo_exp.data.config import DataConfig
+from olmo_exp.data.errors import DataError
+from olmo_exp.validation import ConfigError
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+log = logging.getLogger("olmo_exp.data")
+
+
+@hydra.main(config_path=CONF, config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    from olmo_exp.data.prep import prepare
+
+    data = OmegaConf.to_object(cfg.data)
+    assert isinstance(data, DataConfig)
+    try:
+        manifest = prepare(data)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    splits = manifest.data["splits"]
+    print(
+        f"{manifest.root}: {manifest.data['articles']} articles; "
+        + ", ".join(
+            f"{s} {splits[s]['tokens']:,} tokens in {len(splits[s]['shards'])} files"
+            for s in splits
+        )
+        + f"; {manifest.dtype}, vocab {manifest.vocab_size}"
+    )
+
+
+if __name__ == "__main__":
+    schema.register()
+    main()
