@@ -303,12 +303,15 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
             eval_dataset=NumpyPaddedFSLDatasetConfig(
                 tokenizer=tokenizer,
                 paths=manifest.paths("validation"),
+                # The evaluator reports one loss per label: here, the whole validation split.
+                metadata=[{"label": "validation"}] * len(manifest.paths("validation")),
                 sequence_length=seq_len,
                 dtype=manifest.numpy_dtype(),
                 work_dir=work_dir,
             ),
             eval_interval=train.eval_interval,
-            eval_on_finish=True,
+            # The last step always gets a validation loss, once.
+            eval_on_finish=(train.stop_at_step or train.max_steps) % train.eval_interval != 0,
             eval_duration=Duration.steps(train.eval_batches),
         )
     if cfg.wandb.enabled:

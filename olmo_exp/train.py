@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -75,21 +76,38 @@ class WandbConfig:
 
 @dataclass
 class MetricsFileCallback(Callback):
-    """Appends every logged step's metrics (olmo-core's names) to ``metrics.jsonl`` on rank 0."""
+    """Writes one JSON object per logged step (olmo-core's metric names) to ``metrics.jsonl``, rank 0.
+
+    olmo-core may log one step several times (e.g. eval or checkpoint metrics after the step's own);
+    those are merged into the step's single record.
+    """
 
     path: Path = field(default_factory=lambda: Path("metrics.jsonl"))
     extra: dict[str, Any] = field(default_factory=dict)
-    """Written once into the first record of this process (e.g. per-rank memory)."""
+    """Merged into the first record of this process (e.g. per-rank memory)."""
+    _pending: dict[str, Any] | None = None
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         from olmo_core.distributed.utils import get_rank
 
         if get_rank() != 0:
             return
-        record = {"step": step, **{k: float(v) for k, v in metrics.items()}, **self.extra}
-        self.extra = {}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self._pending is not None and self._pending["step"] != step:
+            self._flush()
+        if self._pending is None:
+            self._pending = {"step": step, **self.extra}
+            self.extra = {}
+        self._pending.update({k: float(v) for k, v in metrics.items()})
+        self._pending["wall_time"] = time.time()
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(self._pending) + "\n")
+            self._pending = None
+
+    def close(self) -> None:
+        self._flush()
 
 
 @dataclass

@@ -1,0 +1,76 @@
+"""The spine end to end: real Wikipedia text, real training, resume, dry run, generation, run-dir guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import TINY, read_jsonl
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["train/CE loss"] for r in read_jsonl(run_dir / "metrics.jsonl")
+            if "train/CE loss" in r}
+
+
+def test_short_run_trains_and_leaves_its_files(run_cli, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_cli(*TINY, "train.max_steps=12", "train.global_batch_size=16",
+                   "train.micro_batch_size=8", "train.checkpoint_interval=6",
+                   "train.eval_interval=6", "generate.interval=6", run_dir=run_dir)
+    loss = losses(run_dir)
+    assert sorted(loss) == list(range(1, 13))
+    last = sum(loss[s] for s in (10, 11, 12)) / 3
+    assert last < loss[1] - 1.0, loss  # real text, real learning: the loss clearly falls
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert any("throughput/device/TPS" in r for r in records)
+    evals = [r["step"] for r in records if "eval/lm/validation/CE loss" in r]
+    assert evals == [6, 12], evals
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step12", "step6"]
+    gens = read_jsonl(run_dir / "generations.jsonl")
+    assert [g["step"] for g in gens] == [6, 12]
+    assert all(g["prompt"] == "The universe is" and g["text"].strip() for g in gens)
+    assert gens[-1]["text"] in proc.stdout + proc.stderr  # printed as well as saved
+    summary = json.loads((run_dir / "model_summary.json").read_text())
+    assert [layer["index"] for layer in summary["layers"]] == [0, 1, 2, 3]
+    assert summary["n_params"] > summary["n_non_embedding_params"] > 0
+    assert summary["flops_per_token"] > 0
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+
+
+def test_resume_equals_uninterrupted(run_cli, tmp_path: Path) -> None:
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    run_cli(*TINY, run_dir=straight)
+    run_cli(*TINY, "train.stop_at_step=3", run_dir=broken)
+    assert sorted(losses(broken)) == [1, 2, 3]
+    proc = run_cli(*TINY, run_dir=broken)
+    assert "Checkpoint successfully loaded" in proc.stdout + proc.stderr
+    assert losses(broken) == losses(straight)  # exactly, on CPU
+    assert sorted(losses(broken)) == list(range(1, 7))
+
+
+def test_run_dir_of_another_model_is_refused(run_cli, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_cli(*TINY, "train.max_steps=3", run_dir=run_dir)
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    proc = run_cli(*TINY, "train.max_steps=3", "model.n_layers=2", run_dir=run_dir, check=False)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "different run" in errors[0] and "model" in errors[0]
+    after = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before  # nothing touched
+
+
+def test_dry_run_prints_table_and_summary_without_data(run_cli, tmp_path: Path, data_dir) -> None:
+    run_dir = tmp_path / "dry"
+    fresh_data = tmp_path / "no-data-here"
+    proc = run_cli("model=gqa_3kv", "dry_run=true", f"data.output_dir={fresh_data}",
+                   run_dir=run_dir)
+    assert not fresh_data.exists()  # no data prep
+    summary = json.loads((run_dir / "model_summary.json").read_text())
+    assert [(r["n_heads"], r["n_kv_heads"]) for r in summary["layers"]] == [(12, 3)] * 4
+    assert "GiB" in proc.stdout and "FLOPs/token" in proc.stdout
+    table_rows = [line.split() for line in proc.stdout.splitlines()
+                  if line.split() and line.split()[0].isdigit()]
+    assert [row[1:3] for row in table_rows] == [["12", "3"]] * 4
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists()
