@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import bz2
 import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from olmo_exp.data import (
 )
 from olmo_exp.data.clean import clean_wikitext
 from olmo_exp.data.manifest import MANIFEST
+from olmo_exp.data.prep import config_dict
 from olmo_exp.data.sources import is_validation, iter_dump, sample_dump_path
 from olmo_exp.validation import ConfigError
 
@@ -174,9 +180,9 @@ def test_interrupted_prep_is_not_complete_and_resumes(
     # Small shards (0.05 MB = 26k uint16 tokens) so 30 articles make several.
     cfg = DataConfig(
         output_dir=str(tmp_path / "a"),
-        max_articles=30,
+        max_articles=20,
         shard_size_mb=0.05,
-        bpe_vocab_size=1024,
+        bpe_vocab_size=512,
         sequence_length=64,
     )
     with monkeypatch.context() as m:
@@ -188,10 +194,10 @@ def test_interrupted_prep_is_not_complete_and_resumes(
     with pytest.raises(DataError, match="no manifest"):
         Manifest.load(root)
     progress = json.loads((root / "progress.json").read_text())
-    assert 0 < progress["articles"] < 30
+    assert 0 < progress["articles"] < 20
     resumed = prepare(cfg)
-    assert resumed.root == root and resumed.data["articles"] == 30
-    resumed.verify(model_vocab_size=1024, check_sha=True)
+    assert resumed.root == root and resumed.data["articles"] == 20
+    resumed.verify(model_vocab_size=512, check_sha=True)
     assert not (root / "progress.json").exists()
     # Same bytes as an uninterrupted prep.
     fresh = prepare(replace(cfg, output_dir=str(tmp_path / "b")))
@@ -263,3 +269,227 @@ def test_max_articles(sample_cfg: DataConfig) -> None:
         m.data["splits"]["train"]["documents"] + m.data["splits"]["validation"]["documents"] == 12
     )
     assert m.vocab_size == 512 and os.path.isfile(m.root / "tokenizer.json")
+
+
+# ---------------------------------------------------------------------------- issue 4: at scale
+
+needs_testdata = pytest.mark.skipif(
+    not (TESTDATA / "tokenizers" / "allenai_dolma2.json").is_file(),
+    reason=f"needs the shared test data (tokenizer JSONs, tiktoken cache) in {TESTDATA}",
+)
+
+
+@pytest.fixture(scope="session")
+def cleaned(raw_articles: list[dict]) -> list[dict]:
+    from olmo_exp.data.prep import ordered_map
+    from olmo_exp.data.sources import clean_records
+
+    batches = [raw_articles[i : i + 8] for i in range(0, len(raw_articles), 8)]
+    return [a for b in ordered_map(clean_records, batches, 2) for a in b]
+
+
+def _write_jsonl(path: Path, rows: list[dict], text_column: str = "text") -> Path:
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps({"id": r["id"], "title": r["title"], text_column: r["text"]}) + "\n")
+    return path
+
+
+def test_hf_source_offline_fails_at_once_writing_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match="HF_HUB_OFFLINE") as e:
+        prepare(DataConfig(source=DataSource.hf, output_dir=str(tmp_path / "out")))
+    assert time.perf_counter() - t0 < 5 and "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_dump_reads_plain_xml_and_multistream_bz2(tmp_path: Path, raw_articles: list[dict]) -> None:
+    xml = bz2.decompress(sample_dump_path().read_bytes())
+    plain = tmp_path / "enwiki.xml"
+    plain.write_bytes(xml)
+    # Multistream, as Wikimedia publishes it: independently compressed chunks, concatenated.
+    multi = tmp_path / "enwiki-multistream.xml.bz2"
+    step = len(xml) // 3 + 1
+    multi.write_bytes(b"".join(bz2.compress(xml[i : i + step]) for i in range(0, len(xml), step)))
+    for path in (plain, multi):
+        got = list(iter_dump([path]))
+        assert [a["id"] for a in got] == [a["id"] for a in raw_articles]
+        assert got[-1]["text"] == raw_articles[-1]["text"]
+
+
+def test_files_source_jsonl_and_parquet_with_text_column(
+    tmp_path: Path, cleaned: list[dict], sample: Manifest
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = cleaned[:25]
+    jsonl = _write_jsonl(tmp_path / "wiki.jsonl", rows, text_column="body")
+    parquet = tmp_path / "wiki.parquet"
+    pq.write_table(
+        pa.Table.from_pylist([{"id": r["id"], "body": r["text"]} for r in rows]), parquet
+    )
+    tok = str(sample.root / "tokenizer.json")  # "any tokenizer.json path": the trained BPE
+    out = str(tmp_path / "data")
+    shas = []
+    for path in (jsonl, parquet):
+        cfg = DataConfig(
+            source=DataSource.files,
+            path=str(path),
+            text_column="body",
+            tokenizer=tok,
+            output_dir=out,
+            sequence_length=32,
+        )
+        m = prepare(cfg)
+        assert (
+            m.data["articles"] == 25 and m.vocab_size == sample.vocab_size and m.dtype == "uint16"
+        )
+        assert m.data["tokenizer"]["identity"].startswith("sha256:")
+        m.verify(model_vocab_size=sample.vocab_size)
+        shas.append([s["sha256"] for split in ("train", "validation") for s in m.shards(split)])
+    assert shas[0] == shas[1]
+    with pytest.raises(DataError, match="data.text_column='text'"):
+        prepare(DataConfig(source=DataSource.files, path=str(jsonl), tokenizer=tok, output_dir=out))
+
+
+@needs_testdata
+def test_dolma2_tiktoken_fast_path_equals_hf_tokenizer(
+    cleaned: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from olmo_exp.data.tokenizer import BatchEncoder
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(TESTDATA / "tiktoken"))
+    path = TESTDATA / "tokenizers" / "allenai_dolma2.json"
+    fast = BatchEncoder("dolma2", path, 2)
+    slow = BatchEncoder("dolma2", path, 2, fast=False)
+    assert fast.backend == "tiktoken:cl100k_base" and slow.backend == "tokenizers"
+    texts = [a["text"] for a in cleaned] + [
+        "a <|endoftext|> b <|pad|>",
+        "  spaces\\n\\n\\ttabs ",
+        "Ünïcödé 漢字 🙂",
+    ]
+    got_fast = [a.tolist() for a in fast.submit(texts)()]
+    got_slow = [a.tolist() for a in slow.submit(texts)()]
+    assert got_fast == got_slow == fast.encode_batch(texts)
+    assert sum(map(len, got_fast)) > 500_000
+    fast.close()
+    slow.close()
+
+
+@needs_testdata
+def test_dolma2_prep_same_shards_through_either_path(
+    tmp_path: Path, cleaned: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jsonl = _write_jsonl(tmp_path / "wiki.jsonl", cleaned[:20])
+    cfg = DataConfig(
+        source=DataSource.files, path=str(jsonl), tokenizer="dolma2",
+        tokenizer_dir=str(TESTDATA / "tokenizers"), sequence_length=64,
+    )  # fmt: skip
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(TESTDATA / "tiktoken"))
+    fast = prepare(replace(cfg, output_dir=str(tmp_path / "fast")))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "no-tiktoken-here"))
+    slow = prepare(replace(cfg, output_dir=str(tmp_path / "slow")))
+    assert fast.data["tokenizer"]["encoder"] == "tiktoken:cl100k_base"
+    assert slow.data["tokenizer"]["encoder"] == "tokenizers"
+    assert (fast.dtype, fast.vocab_size, fast.eos_token_id, fast.pad_token_id) == (
+        "uint32",
+        100278,
+        100257,
+        100277,
+    )
+    for split in ("train", "validation"):
+        assert [s["sha256"] for s in fast.shards(split)] == [
+            s["sha256"] for s in slow.shards(split)
+        ]
+    fast.verify(model_vocab_size=100352, check_sha=True)
+    with pytest.raises(DataError, match="tokenizer vocab 100278 > model vocab_size 50304"):
+        fast.verify(model_vocab_size=50304)
+    text = cleaned[0]["text"][:2000]
+    assert load_tokenizer(fast).decode(load_tokenizer(fast).encode(text)) == text
+
+
+@needs_testdata
+def test_named_tokenizers_resolve_from_a_local_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    from olmo_exp.data.tokenizer import info_from_file, resolve_tokenizer_file
+
+    monkeypatch.setenv("OLMO_EXP_TOKENIZER_DIR", str(TESTDATA / "tokenizers"))
+    for name, want in {
+        "dolma2": (100278, 100257, 100277),
+        "gpt_neox_olmo_dolma_v1_5": (50280, 50279, 1),
+    }.items():
+        cfg = DataConfig(tokenizer=name)
+        path = resolve_tokenizer_file(cfg)
+        from_file = info_from_file(name, name, path)
+        named = tokenizer_info(cfg)
+        assert (named.vocab_size, named.eos_token_id, named.pad_token_id) == want
+        assert (from_file.vocab_size, from_file.eos_token_id, from_file.pad_token_id) == want
+    monkeypatch.delenv("OLMO_EXP_TOKENIZER_DIR")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match="tokenizer_dir"):
+        resolve_tokenizer_file(DataConfig(tokenizer="dolma2"))
+
+
+def _prepare_in_process(cfg: DataConfig) -> tuple[str, str]:
+    m = prepare(cfg)
+    return str(m.root), m.data["created"]
+
+
+def test_concurrent_preps_of_one_key_share_one_result(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    cfg = DataConfig(
+        output_dir=str(tmp_path),
+        max_articles=10,
+        bpe_vocab_size=300,
+        sequence_length=16,
+        num_workers=1,
+    )
+    with mp.get_context("fork").Pool(2) as pool:
+        (root_a, created_a), (root_b, created_b) = pool.map(_prepare_in_process, [cfg, cfg])
+    assert root_a == root_b and created_a == created_b  # one prepared, the other waited and reused
+    Manifest.load(root_a).verify(model_vocab_size=300, check_sha=True)
+    assert not [p for p in Path(root_a).rglob("*") if ".tmp" in p.name]
+
+
+def test_killed_prep_is_not_taken_as_complete(tmp_path: Path) -> None:
+    """SIGKILL a real prep mid-way (as a preempted job dies): nothing claims completeness."""
+    cfg = DataConfig(
+        output_dir=str(tmp_path),
+        max_articles=40,
+        shard_size_mb=0.01,
+        bpe_vocab_size=300,
+        sequence_length=16,
+        num_workers=1,
+    )
+    code = (
+        "import sys; from olmo_exp.data import DataConfig, prepare; "
+        f"prepare(DataConfig(**{config_dict(cfg)!r}))"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "prep.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stderr=err)
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            not list(tmp_path.glob("*/progress.json"))
+            and proc.poll() is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+    (root,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert not (root / MANIFEST).exists(), "the prep finished before it could be killed"
+    with pytest.raises(DataError):
+        Manifest.load(root)
+    assert json.loads((root / "progress.json").read_text())["articles"] > 0  # resumes from here
+    resumed = prepare(cfg)
+    assert resumed.data["articles"] == 40
+    resumed.verify(model_vocab_size=300, check_sha=True)
