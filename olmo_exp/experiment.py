@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -90,6 +91,8 @@ class Run:
     run_dir: Path
     hydra_files: dict[str, Any] = field(default_factory=dict)
     """Hydra's own composed config/overrides, written to .hydra/ once the run is accepted."""
+    fresh_dir: bool = True
+    """The run dir was empty when this run started: everything in it is this run's own."""
 
     @classmethod
     def from_hydra(cls, cfg: DictConfig) -> Run:
@@ -103,7 +106,8 @@ class Run:
             "config.yaml": cfg,
             "overrides.yaml": OmegaConf.create(list(hydra_cfg.overrides.task)),
         }
-        return cls(config=config, run_dir=run_dir, hydra_files=files)
+        fresh = not any(run_dir.iterdir()) if run_dir.exists() else True
+        return cls(config=config, run_dir=run_dir, hydra_files=files, fresh_dir=fresh)
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -143,13 +147,12 @@ class Run:
         if self.config.dry_run:
             self.dry_run()
             return
-        self._write_hydra_files()
         try:
             manifest = data_lib.prepare(self.config.data)
             manifest.verify(model_vocab_size=self._vocab_size(manifest.vocab_size))
         except data_lib.DataError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            self._reject(e)
+        self._write_hydra_files()
         args = (self.config.to_dict(), str(self.run_dir))
         nproc = self.config.dist.resolved_nproc_per_node()
         if self.config.dist.world_size() > 1 and not launch.already_launched():
@@ -157,9 +160,10 @@ class Run:
         else:
             train_worker(*args)
 
-    def _reject(self, error: ConfigError) -> None:
+    def _reject(self, error: Exception) -> NoReturn:
         print(f"error: {error}", file=sys.stderr)
-        _remove_if_empty(self.run_dir)
+        if self.fresh_dir:
+            _remove_fresh_dir(self.run_dir)
         sys.exit(2)
 
     def _vocab_size(self, tokenizer_vocab: int) -> int:
@@ -188,10 +192,12 @@ class Run:
         print(f"wrote {self.run_dir / 'model_summary.json'} (dry run: no data prep, no training)")
 
 
-def _remove_if_empty(path: Path) -> None:
-    """Hydra creates the run dir before the task runs; a rejected run leaves no empty dirs behind."""
+def _remove_fresh_dir(path: Path) -> None:
+    """Hydra creates the run dir (and its job log) before the task runs; a rejected run removes what
+    it created itself, and empty parents up to the working directory, never anything older."""
+    shutil.rmtree(path, ignore_errors=True)
     cwd = Path.cwd().resolve()
-    path = path.resolve()
+    path = path.resolve().parent
     while path != cwd and cwd in path.parents:
         try:
             path.rmdir()  # only ever removes an empty directory

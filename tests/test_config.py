@@ -34,8 +34,11 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize(
     "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda x: str(x)
 )
-def test_every_option_composes_and_validates(group: str, option: str) -> None:
+def test_every_option_composes_and_validates(group: str, option: str, tmp_path: Path) -> None:
     overrides = [f"{group}={option}"]
+    if (group, option) == ("data", "files"):  # this preset needs the user's file
+        (tmp_path / "docs.jsonl").write_text('{"text": "hello"}\n')
+        overrides.append(f"data.path={tmp_path / 'docs.jsonl'}")
     if group == "dist" and option in ("ddp", "fsdp", "hsdp"):
         overrides.append("dist.nproc_per_node=2")
     config = compose_run(*overrides)
