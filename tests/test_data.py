@@ -88,7 +88,7 @@ def test_prepared_sample_manifest(sample: Manifest) -> None:
     splits = sample.data["splits"]
     assert splits["train"]["documents"] + splits["validation"]["documents"] == 106
     assert sample.data["articles"] == 106
-    sample.verify(model_vocab_size=8192, check_sha=True)
+    sample.verify(model_vocab_size=8192, check_sha=True, tokenizer=tokenizer_info(DataConfig()))
     for split in ("train", "validation"):
         for path in sample.paths(split):
             tokens = np.fromfile(path, dtype=np.uint16)  # headerless: raw tokens, nothing else
@@ -226,6 +226,9 @@ def test_verify_refuses_mismatches(sample: Manifest, tmp_path: Path) -> None:
     shard.unlink()
     with pytest.raises(DataError, match="missing"):
         copy.verify(model_vocab_size=8192)
+    other = tokenizer_info(DataConfig(bpe_vocab_size=4096))
+    with pytest.raises(DataError, match="made with tokenizer bpe:8192 .* config expects bpe:4096"):
+        copy.verify(model_vocab_size=8192, tokenizer=other)
     wrong = Manifest.load(copy.root)
     wrong.dtype = "uint32"  # what a reader that guessed the dtype would claim
     with pytest.raises(DataError, match="dtype uint32 does not match vocab 8192"):
@@ -459,7 +462,7 @@ def test_killed_prep_is_not_taken_as_complete(tmp_path: Path) -> None:
     """SIGKILL a real prep mid-way (as a preempted job dies): nothing claims completeness."""
     cfg = DataConfig(
         output_dir=str(tmp_path),
-        max_articles=40,
+        max_articles=25,
         shard_size_mb=0.01,
         bpe_vocab_size=300,
         sequence_length=16,
@@ -491,5 +494,18 @@ def test_killed_prep_is_not_taken_as_complete(tmp_path: Path) -> None:
         Manifest.load(root)
     assert json.loads((root / "progress.json").read_text())["articles"] > 0  # resumes from here
     resumed = prepare(cfg)
-    assert resumed.data["articles"] == 40
+    assert resumed.data["articles"] == 25
     resumed.verify(model_vocab_size=300, check_sha=True)
+
+
+@pytest.mark.slow
+def test_prepare_only_entry_point(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "olmo_exp.data", f"data.output_dir={tmp_path / 'data'}",
+            "data.max_articles=12", "data.bpe_vocab_size=300", "data.sequence_length=16",
+            f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "12 articles" in done.stdout and "uint16, vocab 300" in done.stdout
+    (root,) = [p for p in (tmp_path / "data").iterdir() if p.is_dir()]
+    assert (root / MANIFEST).is_file()

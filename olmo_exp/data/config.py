@@ -42,7 +42,8 @@ class DataConfig:
     output_dir: str = "data"
     """Prepared data is cached under output_dir/<hash of this config>/."""
     num_workers: int | None = None
-    """Tokenizer processes (null = all cores)."""
+    """Parallelism of prep (null = all cores): wikitext-cleaning processes, and tokenizer threads
+    (tiktoken and HF tokenizers encode outside the GIL, so threads scale without pickling)."""
     tokenizer_dir: str | None = None
     """A directory holding tokenizer.json files named like ``allenai_dolma2.json`` for named/hub
     tokenizers (offline); null = $OLMO_EXP_TOKENIZER_DIR, then the hub."""

@@ -7,12 +7,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from olmo_exp.data.errors import DataError
-from olmo_exp.data.tokenizer import dtype_for_vocab
+from olmo_exp.data.tokenizer import TokenizerInfo, dtype_for_vocab
+
+if TYPE_CHECKING:
+    pass
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
@@ -84,10 +87,35 @@ class Manifest:
     def tokenizer_path(self) -> Path:
         return self.root / self.data["tokenizer"]["file"]
 
-    def verify(self, *, model_vocab_size: int, check_sha: bool | None = None) -> None:
+    def verify(
+        self,
+        *,
+        model_vocab_size: int,
+        tokenizer: TokenizerInfo | None = None,
+        check_sha: bool | None = None,
+    ) -> None:
         """One-line DataError if this data can't feed a model with ``model_vocab_size`` embeddings,
-        or a shard is missing/truncated/corrupt. ``check_sha`` None = hash when the data is small."""
+        was made with another tokenizer than ``tokenizer`` (e.g. ``tokenizer_info(cfg.data)``), or
+        a shard is missing/truncated/corrupt. ``check_sha`` None = hash when the data is small."""
         where = str(self.root)
+        if tokenizer is not None:
+            ours = (
+                self.data["tokenizer"]["identity"],
+                self.vocab_size,
+                self.eos_token_id,
+                self.pad_token_id,
+            )
+            theirs = (
+                tokenizer.identity,
+                tokenizer.vocab_size,
+                tokenizer.eos_token_id,
+                tokenizer.pad_token_id,
+            )
+            if ours != theirs:
+                raise DataError(
+                    f"{where}: made with tokenizer {ours[0]} (vocab {ours[1]}, eos {ours[2]}, pad {ours[3]}), "
+                    f"config expects {theirs[0]} (vocab {theirs[1]}, eos {theirs[2]}, pad {theirs[3]}); prepare the data again"
+                )
         if self.vocab_size > model_vocab_size:
             raise DataError(
                 f"{where}: tokenizer vocab {self.vocab_size} > model vocab_size {model_vocab_size}: "
