@@ -102,11 +102,12 @@ def prepare(cfg: DataConfig) -> Manifest:
     cfg.validate()
     check_source(cfg)
     info = tokenizer_info(cfg)
-    # Resolve the tokenizer file now (hub download included): a failure leaves nothing on disk.
-    tok_source = None if cfg.tokenizer == "bpe" else resolve_tokenizer_file(cfg)
     key, keyed = cache_key(cfg, info)
     root = Path(cfg.output_dir).expanduser().resolve() / key
     if not (root / MANIFEST).is_file():
+        # Resolve the tokenizer file first (hub included): a failure leaves nothing on disk. Reuse
+        # never needs it: the data dir keeps a copy.
+        tok_source = None if cfg.tokenizer == "bpe" else resolve_tokenizer_file(cfg)
         root.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(root) + ".lock"):
             if not (root / MANIFEST).is_file():  # another process may have finished meanwhile
@@ -163,6 +164,13 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
         ex.shutdown(wait=True, cancel_futures=True)
 
 
+def available_cpus() -> int:
+    """Cores this process may use (a SLURM/cgroup allocation, not the whole node)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _batched(it: Iterable[T], n: int) -> Iterator[list[T]]:
     it = iter(it)
     while batch := list(itertools.islice(it, n)):
@@ -180,7 +188,7 @@ class _Prep:
     ):
         self.cfg, self.info, self.root, self.keyed = cfg, info, root, keyed
         self.tok_source = tok_source
-        self.workers = cfg.num_workers or os.cpu_count() or 1
+        self.workers = cfg.num_workers or available_cpus()
         self.np_dtype = np.dtype(info.dtype)
         self._postfix = ""
         self.shard_tokens = max(1, int(cfg.shard_size_mb * (1 << 20)) // self.np_dtype.itemsize)
@@ -445,6 +453,8 @@ class _Prep:
         write_json_atomic(self.root / MANIFEST, manifest)  # last: marks the data dir complete
         (self.root / PROGRESS).unlink(missing_ok=True)
         shutil.rmtree(self.root / "work", ignore_errors=True)
+        for stale in self.root.rglob(".*.tmp*"):  # half-written files of a killed earlier attempt
+            stale.unlink(missing_ok=True)
 
 
 def _hf_revision(cfg: DataConfig) -> str | None:

@@ -160,15 +160,22 @@ def iter_hf(cfg: DataConfig) -> Iterator[Record]:
     yield from _rows(ds, cfg.text_column)
 
 
-def _rows(ds: Any, text_column: str) -> Iterator[Record]:
-    for i, row in enumerate(ds):
-        text = row.get(text_column)
-        if text is None:
+def _rows(ds: Any, text_column: str, batch_size: int = 1000) -> Iterator[Record]:
+    # Column batches (arrow → lists) cost ~1/3 of per-row dicts.
+    i = 0
+    for batch in ds.iter(batch_size=batch_size):
+        texts = batch.get(text_column)
+        if texts is None:
             raise DataError(
-                f"data.text_column={text_column!r}: not in the rows (columns: {sorted(row)})"
+                f"data.text_column={text_column!r}: not in the rows (columns: {sorted(batch)})"
             )
-        rid = str(row.get("id", i))
-        yield {"id": rid, "url": row.get("url", ""), "title": row.get("title", ""), "text": text}
+        n = len(texts)
+        ids = batch.get("id") or [str(j) for j in range(i, i + n)]
+        urls = batch.get("url") or [""] * n
+        titles = batch.get("title") or [""] * n
+        for rid, url, title, text in zip(ids, urls, titles, texts, strict=True):
+            yield {"id": str(rid), "url": url or "", "title": title or "", "text": text or ""}
+        i += n
 
 
 def iter_files(cfg: DataConfig) -> Iterator[Record]:
