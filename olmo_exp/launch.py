@@ -30,6 +30,7 @@ class RankFailedError(RuntimeError):
 # What init_distributed changed in this process, undone by teardown() (a test or notebook may
 # run several jobs in one process; leftover RANK/WORLD_SIZE would make the next look "launched").
 _saved_env: dict[str, str | None] = {}
+_saved_timeouts: dict[str, Any] = {}
 _exit_stack: contextlib.ExitStack | None = None
 
 
@@ -92,6 +93,8 @@ def init_distributed(cfg: DistConfig, *, seed: int) -> None:
     if backend is not None:
         # olmo-core's extra groups (bookkeeping, checkpointing) are made with new_group() and no
         # timeout, i.e. torch's 30-min default: bound those too, so a hung rank fails the job.
+        _saved_timeouts.setdefault("default_pg_timeout", c10d.default_pg_timeout)
+        _saved_timeouts.setdefault("default_pg_nccl_timeout", c10d.default_pg_nccl_timeout)
         c10d.default_pg_timeout = timeout
         c10d.default_pg_nccl_timeout = timeout
         before = {k: os.environ.get(k) for k in _TORCH_ENV}  # olmo-core bootstraps these for 1 rank
@@ -137,6 +140,12 @@ def teardown() -> None:
             else:
                 os.environ[key] = value
         _saved_env.clear()
+        if _saved_timeouts:
+            import torch.distributed.distributed_c10d as c10d
+
+            for name, value in _saved_timeouts.items():
+                setattr(c10d, name, value)
+            _saved_timeouts.clear()
 
 
 def spawn(fn: Callable[..., Any], args: tuple, *, nproc: int, log_dir: Path) -> None:
@@ -176,18 +185,33 @@ def spawn(fn: Callable[..., Any], args: tuple, *, nproc: int, log_dir: Path) -> 
             os.environ.pop("OMP_NUM_THREADS", None)
 
 
-def _failure_message(e: Any, nproc: int, log_dir: Path) -> str:
-    rank, failure = e.get_first_failure()
+# A failure that is only the echo of another rank's (a collective that lost its peer, a SIGTERM
+# from the launcher stopping the group): never reported as the root cause if a real one exists.
+_COLLATERAL = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout",
+               "gloo", "nccl", "distbackenderror", "processgroup", "sigterm")
+
+
+def _cause(failure: Any) -> str:
+    data = failure.error_file_data
+    if isinstance(data, dict) and isinstance(data.get("message"), dict):
+        text = str(data["message"].get("message", "")).strip()
+        if text:
+            return text.splitlines()[-1]
     if failure.exitcode < 0:
-        how = f"was killed by {failure.signal_name()}"
-    else:
-        how = f"exited with code {failure.exitcode}"
-    cause = failure.message
-    if isinstance(failure.error_file_data, dict):
-        # The rank's own exception (first line of its traceback summary) when it raised one.
-        cause = failure.error_file_data.get("message", {}).get("message", cause) or cause
-    cause = str(cause).strip().splitlines()[-1] if str(cause).strip() else "no error recorded"
-    others = sorted(r for r in e.failures if r != rank)
-    also = f"; ranks {others} stopped after it" if others else ""
-    return (f"rank {rank} of {nproc} {how} (the first failure, pid {failure.pid}): {cause}{also}. "
-            f"Per-rank logs: {log_dir}")
+        return f"killed by {failure.signal_name()}"
+    return f"exited with code {failure.exitcode} without a Python traceback (os._exit, OOM kill, crash)"
+
+
+def _is_collateral(failure: Any) -> bool:
+    if failure.exitcode < 0 and failure.signal_name() in ("SIGTERM", "SIGINT"):
+        return True
+    return any(word in _cause(failure).lower() for word in _COLLATERAL)
+
+
+def _failure_message(e: Any, nproc: int, log_dir: Path) -> str:
+    failures = e.failures
+    rank = min(failures, key=lambda r: (_is_collateral(failures[r]), failures[r].timestamp, r))
+    failure = failures[rank]
+    others = "; ".join(f"rank {r}: {_cause(f)}" for r, f in sorted(failures.items()) if r != rank)
+    return (f"rank {rank} of {nproc} failed first (pid {failure.pid}): {_cause(failure)}"
+            + (f" | then {others}" if others else "") + f" | per-rank logs: {log_dir}")

@@ -1,0 +1,399 @@
+"""Distributed training on CPU over gloo: sharding changes memory, never the math.
+
+Fast tests: the dist config (every invalid combination is one line, before any process starts),
+launcher detection, the olmo-core mapping and the FSDP hook. Slow tests (marked, still run in CI):
+real 2-rank training on the real Wikipedia sample through ``run.py`` and ``torchrun``, compared step
+by step with the single-process run; state bytes per rank; checkpoints across world sizes; a dead
+and a hung rank. Runs are shared between tests (module-scoped cache) to keep the file short.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, TINY, read_jsonl
+from test_config import compose_run
+
+from olmo_exp import launch
+from olmo_exp.dist import (
+    DistConfig,
+    ShardStrategy,
+    Strategy,
+    fsdp_hooks,
+    launcher_env,
+)
+from olmo_exp.validation import ConfigError
+
+# Small enough that 2 ranks on 2 cores spend their time in the real code paths, not in matmuls.
+PLAIN = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4"]
+# Heterogeneous blocks: heads 4/8, KV heads 1/2, FFN 64/512, residual scales 0.8/1.2.
+LWS = ["model=lws_tiny", "model.d_model=128", "model.n_layers=2"]
+MODELS = {"plain": PLAIN, "lws": LWS}
+DISTS = {
+    "fsdp": ["dist=fsdp", "dist.nproc_per_node=2"],
+    "fsdp_sgo": ["dist=fsdp", "dist.nproc_per_node=2", "dist.shard_strategy=SHARD_GRAD_OP"],
+    "ddp": ["dist=ddp", "dist.nproc_per_node=2"],
+}
+# fp32 on one CPU: the 2-rank reductions add the same numbers in another order (measured
+# max relative difference 1e-7, i.e. about one float32 ulp); 1e-6 leaves room, nothing more.
+REL_TOL = 1e-6
+LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
+              "SLURM_STEP_NUM_TASKS", "SLURM_JOB_NUM_NODES", "SUBMITIT_LOCAL_GLOBALID",
+              "SUBMITIT_LOCAL_NTASKS")
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["train/CE loss"] for r in read_jsonl(run_dir / "metrics.jsonl")
+            if "train/CE loss" in r}
+
+
+def assert_same_losses(got: dict[int, float], want: dict[int, float], steps: list[int]) -> float:
+    assert sorted(s for s in got if s in steps) == steps, got
+    worst = max(abs(got[s] - want[s]) / abs(want[s]) for s in steps)
+    assert worst <= REL_TOL, (worst, got, want)
+    return worst
+
+
+@pytest.fixture(autouse=True)
+def _not_launched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests themselves run outside any launcher, whatever the CI environment says."""
+    for key in LAUNCH_ENV:
+        monkeypatch.delenv(key, raising=False)
+
+
+# -- fast: configuration ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["dist=hsdp", "dist.nproc_per_node=2", "dist.num_replicas=null"], "dist.num_replicas"),
+        (["dist=hsdp", "dist.nproc_per_node=2", "dist.num_replicas=1"], "dist.num_replicas"),
+        (["dist=hsdp", "dist.nproc_per_node=4", "dist.num_replicas=2", "dist.shard_degree=1"],
+         "dist.num_replicas"),
+        (["dist=hsdp", "dist.nproc_per_node=4", "dist.num_replicas=3"], "dist.num_replicas"),
+        (["dist=ddp", "dist.nproc_per_node=2", "dist.cpu_offload=true"], "dist.cpu_offload"),
+        (["dist=single", "dist.cpu_offload=true"], "dist.cpu_offload"),
+        (["dist=single", "dist.mixed_precision=true"], "dist.mixed_precision"),
+        (["dist=fsdp", "dist.shard_strategy=HYBRID_SHARD"], "dist.shard_strategy"),
+        (["dist=fsdp", "dist.shard_strategy=NO_SHARD"], "dist.shard_strategy"),
+        (["dist=ddp", "dist.shard_strategy=FULL_SHARD"], "dist.shard_strategy"),
+        (["dist=hsdp", "dist.shard_strategy=SHARD_GRAD_OP"], "dist.shard_strategy"),
+        (["dist=single", "dist.shard_strategy=FULL_SHARD"], "dist.shard_strategy"),
+        (["dist=single", "dist.nproc_per_node=2"], "dist.strategy"),
+        (["dist=fsdp", "dist.nproc_per_node=3"], "train.global_batch_size"),
+        (["dist=fsdp", "dist.nproc_per_node=2", "train.global_batch_size=8",
+          "train.micro_batch_size=8"], "train.global_batch_size"),
+        (["dist=fsdp", "dist.nodes=2", "dist.nproc_per_node=2"], "dist.nodes"),
+        (["dist=ddp", "dist.nproc_per_node=2", "dist.wrapping_strategy=blocks"],
+         "dist.wrapping_strategy"),
+        (["dist=ddp", "dist.nproc_per_node=2", "dist.prefetch_factor=1"], "dist.prefetch_factor"),
+        (["dist=fsdp", "dist.num_replicas=2"], "dist.num_replicas"),
+        (["dist=fsdp", "dist.timeout_s=0"], "dist.timeout_s"),
+        (["dist=fsdp", "dist.nodes=0"], "dist.nodes"),
+    ],
+)
+def test_invalid_combination_is_one_line(overrides: list[str], key: str) -> None:
+    config = compose_run(*overrides)
+    with pytest.raises(ConfigError) as err:
+        config.validate()
+    assert err.value.key == key
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{key}=")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["dist=single"],
+        ["dist=fsdp"],  # one process on CPU: a real 1-rank process group
+        ["dist=fsdp", "dist.nproc_per_node=2", "dist.shard_strategy=SHARD_GRAD_OP"],
+        ["dist=fsdp", "dist.nproc_per_node=2", "dist.cpu_offload=true", "dist.mixed_precision=true"],
+        ["dist=hsdp", "dist.nproc_per_node=4", "train.micro_batch_size=4"],
+        ["dist=hsdp", "dist.nproc_per_node=4", "dist.num_replicas=null", "dist.shard_degree=2",
+         "train.micro_batch_size=4"],
+        ["dist=ddp", "dist.nproc_per_node=2", "dist.activation_checkpointing=true"],
+    ],
+)
+def test_valid_combinations(overrides: list[str]) -> None:
+    compose_run(*overrides).validate()
+
+
+def test_cli_rejects_invalid_combination_before_any_rank(run_cli, tmp_path: Path) -> None:
+    run_dir = tmp_path / "hsdp"
+    proc = run_cli("dist=hsdp", "dist.nproc_per_node=2", "dist.num_replicas=1", run_dir=run_dir,
+                   check=False)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: dist.num_replicas=1 is invalid:")
+    assert "replicas" in errors[0]
+    assert not run_dir.exists()  # no rank logs, nothing written
+    assert "default_role" not in proc.stdout + proc.stderr  # torch elastic never started
+
+
+def test_olmo_core_mapping() -> None:
+    from olmo_core.config import DType
+    from olmo_core.distributed.parallel import DataParallelType
+
+    assert DistConfig().dp_config() is None and DistConfig().ac_config() is None
+    fsdp = DistConfig(strategy=Strategy.fsdp, nproc_per_node=2, mixed_precision=True).dp_config()
+    assert fsdp is not None and fsdp.name == DataParallelType.fsdp
+    assert fsdp.param_dtype == DType.bfloat16 and fsdp.reduce_dtype == DType.float32
+    hsdp = DistConfig(strategy=Strategy.hsdp, nproc_per_node=4, num_replicas=2).dp_config()
+    assert hsdp is not None and (hsdp.name, hsdp.num_replicas, hsdp.shard_degree) == (
+        DataParallelType.hsdp, 2, 2)
+    ddp = DistConfig(strategy=Strategy.ddp, nproc_per_node=2).dp_config()
+    assert ddp is not None and ddp.name == DataParallelType.ddp and ddp.param_dtype is None
+    assert DistConfig(activation_checkpointing=True).ac_config() is not None
+    assert DistConfig(strategy=Strategy.fsdp, compile=None).compile_enabled() is False  # CPU
+    assert DistConfig(strategy=Strategy.fsdp).resolved_shard_strategy() == ShardStrategy.FULL_SHARD
+    assert DistConfig(strategy=Strategy.fsdp, nproc_per_node=2).param_shard_degree() == 2
+    assert DistConfig(strategy=Strategy.ddp, nproc_per_node=2).param_shard_degree() == 1
+    assert launch.backend_for(DistConfig()) is None
+    assert launch.backend_for(DistConfig(strategy=Strategy.fsdp)) == "gloo"
+
+
+def test_fsdp_hook_patches_only_when_needed_and_restores() -> None:
+    import olmo_core.nn.transformer.block as block
+    import olmo_core.nn.transformer.model as model
+
+    original = model.fully_shard
+    with fsdp_hooks(DistConfig(strategy=Strategy.fsdp)):
+        assert model.fully_shard is original  # FULL_SHARD: olmo-core untouched
+    sgo = DistConfig(strategy=Strategy.fsdp, shard_strategy=ShardStrategy.SHARD_GRAD_OP,
+                     cpu_offload=True)
+    assert sgo.fsdp_overrides()["reshard_after_forward"] is False
+    assert sgo.fsdp_overrides()["offload_policy"].pin_memory is False  # no accelerator here
+    with fsdp_hooks(sgo):
+        assert model.fully_shard is not original and block.fully_shard is model.fully_shard
+    assert model.fully_shard is original and block.fully_shard is original
+
+
+def test_launcher_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert launcher_env() is None and not launch.already_launched()
+    cfg = DistConfig(strategy=Strategy.fsdp)
+    assert cfg.world_size() == 1  # CPU, nothing launched: one process
+
+    # torchrun --nproc_per_node 2: the launcher's layout wins over the null config
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert launch.already_launched()
+    assert (cfg.resolved_nproc_per_node(), cfg.world_size()) == (2, 2)
+    cfg.validate(global_batch_size=4, micro_batch_size=2)
+    with pytest.raises(ConfigError, match="dist.nproc_per_node=4 .*torchrun started 2"):
+        DistConfig(strategy=Strategy.fsdp, nproc_per_node=4).validate(
+            global_batch_size=16, micro_batch_size=2)
+    with pytest.raises(ConfigError, match="dist.strategy='single'"):
+        DistConfig().validate(global_batch_size=4, micro_batch_size=2)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key)
+
+    # a SLURM step with 4 tasks on 2 nodes: each task is a rank
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
+    assert not launch.already_launched()  # sbatch script, one process: not a step of 4 tasks
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    env = launcher_env()
+    assert env is not None and (env.kind, env.world_size, env.local_world_size, env.num_nodes) == (
+        "slurm", 4, 2, 2)
+    DistConfig(strategy=Strategy.fsdp, nodes=2).validate(global_batch_size=8, micro_batch_size=2)
+
+
+# -- slow: real 2-rank training -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Runs:
+    """Each named run executes once per module; tests share them."""
+
+    def __init__(self, data_dir: Path, root: Path) -> None:
+        self.data_dir, self.root = data_dir, root
+        self.done: dict[str, tuple[Path, subprocess.CompletedProcess]] = {}
+
+    def cli(self, *overrides: str, run_dir: Path | None, cwd: Path, torchrun: int = 0,
+            check: bool = True) -> subprocess.CompletedProcess:
+        launcher = [sys.executable]
+        if torchrun:
+            launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={torchrun}",
+                         f"--master_port={free_port()}"]
+        args = [*launcher, str(REPO / "run.py"), f"data.output_dir={self.data_dir}", *TINY,
+                *overrides]
+        if run_dir is not None:
+            args.append(f"hydra.run.dir={run_dir}")
+        two_ranks = torchrun or any(o == "dist.nproc_per_node=2" for o in overrides)
+        env = {**os.environ, "HYDRA_FULL_ERROR": "1",
+               "OMP_NUM_THREADS": "1" if two_ranks else "2"}  # one thread per rank on 2 cores
+        cwd.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n"
+                                 f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-8000:]}")
+        return proc
+
+    def get(self, model: str, dist: str = "single") -> Path:
+        name = f"{model}-{dist}"
+        if name not in self.done:
+            run_dir = self.root / name
+            proc = self.cli(*MODELS[model], *DISTS.get(dist, []), run_dir=run_dir, cwd=self.root)
+            self.done[name] = (run_dir, proc)
+        return self.done[name][0]
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    return Runs(data_dir, tmp_path_factory.mktemp("dist-runs"))
+
+
+def train_log(run_dir: Path) -> str:
+    return (run_dir / "train.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["plain", "lws"])
+@pytest.mark.parametrize("dist", ["fsdp", "fsdp_sgo", "ddp"])
+def test_two_ranks_train_exactly_like_one(runs: Runs, model: str, dist: str) -> None:
+    single = losses(runs.get(model))
+    run_dir = runs.get(model, dist)
+    worst = assert_same_losses(losses(run_dir), single, steps=list(range(1, 7)))
+    print(f"{model}/{dist}: max relative loss difference vs 1 process = {worst:.2e}")
+    # The hook really took effect (or really stayed out of the way).
+    expected = {"fsdp": "reshard_after_forward=True", "fsdp_sgo": "reshard_after_forward=False",
+                "ddp": "blocks not FSDP-sharded"}[dist]
+    assert expected in train_log(run_dir)
+    assert (run_dir / "logs").is_dir()  # ranks were started by run.py via torch elastic
+
+
+@pytest.mark.slow
+def test_full_shard_halves_per_rank_state(runs: Runs) -> None:
+    single = read_jsonl(runs.get("plain") / "metrics.jsonl")[-1]
+    fsdp = read_jsonl(runs.get("plain", "fsdp") / "metrics.jsonl")[-1]
+    ddp = read_jsonl(runs.get("plain", "ddp") / "metrics.jsonl")[-1]
+    one_process = single["dist/rank_state_bytes"]
+    assert single["dist/unsharded_state_bytes"] == one_process
+    assert fsdp["dist/unsharded_state_bytes"] == one_process  # the same model and AdamW state
+    ratio = fsdp["dist/rank_state_bytes"] / one_process
+    print(f"FULL_SHARD x2: {fsdp['dist/rank_state_bytes']:.0f} B per rank vs "
+          f"{one_process:.0f} B in one process = {ratio:.4f}")
+    assert ratio <= 0.55
+    assert ddp["dist/rank_state_bytes"] == one_process  # replicas hold everything
+    assert "bytes on this rank" in train_log(runs.get("plain", "fsdp"))
+
+
+def _truncate_to(run_dir: Path, src: Path, step: int) -> None:
+    """A copy of ``src`` as it was after ``step``: later checkpoints and metrics removed."""
+    shutil.copytree(src, run_dir, ignore=shutil.ignore_patterns("logs"))
+    for ckpt in (run_dir / "checkpoints").glob("step*"):
+        if int(ckpt.name[4:]) > step:
+            shutil.rmtree(ckpt)
+    kept = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if line and __import__("json").loads(line)["step"] <= step]
+    (run_dir / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("direction", ["2to1", "1to2"])
+def test_checkpoint_resumes_across_world_sizes(runs: Runs, direction: str) -> None:
+    single = losses(runs.get("plain"))
+    src, resume = ((runs.get("plain", "fsdp"), []) if direction == "2to1"
+                   else (runs.get("plain"), DISTS["fsdp"]))
+    run_dir = runs.root / f"resume-{direction}"
+    _truncate_to(run_dir, src, step=3)
+    proc = runs.cli(*PLAIN, *resume, run_dir=run_dir, cwd=runs.root)
+    assert "Checkpoint successfully loaded" in proc.stdout + proc.stderr
+    assert "step3" in proc.stdout + proc.stderr
+    worst = assert_same_losses(losses(run_dir), single, steps=[4, 5, 6])
+    print(f"resume {direction}: max relative loss difference = {worst:.2e}")
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_one_run_dir(runs: Runs) -> None:
+    cwd = runs.root / "torchrun-cwd"
+    runs.cli(*PLAIN, "dist=fsdp", run_dir=None, cwd=cwd, torchrun=2)
+    run_dirs = [p for p in (cwd / "outputs").iterdir() if p.is_dir()]
+    assert len(run_dirs) == 1, run_dirs  # both ranks' Hydra chose the same directory
+    run_dir = run_dirs[0]
+    assert not (run_dir / "logs").exists()  # run.py saw torchrun's ranks and started none
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step3", "step6"]
+    assert "FSDP2 blocks: mesh (2,)" in train_log(run_dir)
+    assert_same_losses(losses(run_dir), losses(runs.get("plain")), steps=list(range(1, 7)))
+
+
+def _dying_worker(config_dict: dict[str, Any], run_dir: str) -> None:
+    """The real training worker; rank 1 dies abruptly once training has logged a step."""
+    from olmo_exp.experiment import train_worker
+
+    if os.environ["RANK"] == "1":
+        metrics = Path(run_dir) / "metrics.jsonl"
+
+        def die() -> None:
+            while not (metrics.exists() and metrics.read_text().strip()):
+                time.sleep(0.05)
+            os._exit(7)
+
+        threading.Thread(target=die, daemon=True).start()
+    train_worker(config_dict, run_dir)
+
+
+@pytest.mark.slow
+def test_dead_rank_fails_the_job_with_its_name(data_dir: Path, tmp_path: Path) -> None:
+    from olmo_exp import data as data_lib
+
+    config = compose_run(f"data.output_dir={data_dir}", *TINY, *PLAIN, *DISTS["fsdp"],
+                         "train.max_steps=500", "dist.timeout_s=60")
+    config.validate()
+    data_lib.prepare(config.data)
+    start = time.monotonic()
+    with pytest.raises(launch.RankFailedError) as err:
+        launch.spawn(_dying_worker, (config.to_dict(), str(tmp_path)), nproc=2,
+                     log_dir=tmp_path / "logs")
+    elapsed = time.monotonic() - start
+    message = str(err.value)
+    print(f"died after {elapsed:.1f}s: {message}")
+    assert message.startswith("rank 1 of 2 failed first")
+    assert "exited with code 7" in message and str(tmp_path / "logs") in message
+    assert "\n" not in message
+    steps = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
+    assert steps and max(steps) < 50  # died mid-training, and the job did not go on
+    assert elapsed < 60
+
+
+def _hanging_worker(timeout_s: int) -> None:
+    """Rank 1 stays alive but never joins; rank 0's collective must give up after timeout_s."""
+    import torch
+    import torch.distributed as dist
+
+    launch.init_distributed(DistConfig(strategy=Strategy.fsdp, timeout_s=timeout_s), seed=0)
+    # A group made later without a timeout, as olmo-core's bookkeeping/checkpoint groups are.
+    group = dist.new_group(backend="gloo")
+    if dist.get_rank() == 1:
+        time.sleep(600)
+    dist.all_reduce(torch.ones(1), group=group)
+
+
+@pytest.mark.slow
+def test_hung_rank_fails_after_the_timeout(tmp_path: Path) -> None:
+    start = time.monotonic()
+    with pytest.raises(launch.RankFailedError) as err:
+        launch.spawn(_hanging_worker, (3,), nproc=2, log_dir=tmp_path / "logs")
+    elapsed = time.monotonic() - start
+    message = str(err.value)
+    print(f"hung rank: failed after {elapsed:.1f}s: {message}")
+    assert message.startswith("rank 0 of 2 failed first") and "timed out" in message.lower()
+    assert elapsed < 60 and not math.isnan(elapsed)
