@@ -359,6 +359,30 @@ def test_files_source_jsonl_and_parquet_with_text_column(
         prepare(DataConfig(source=DataSource.files, path=str(jsonl), tokenizer=tok, output_dir=out))
 
 
+def test_files_source_resumes_after_an_interruption(
+    tmp_path: Path, cleaned: list[dict], sample: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rows without an id column: the split hashes the row number, which a resume must keep.
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": a["text"]}) + "\n" for a in cleaned[:30]))
+    cfg = DataConfig(
+        source=DataSource.files, path=str(jsonl), tokenizer=str(sample.root / "tokenizer.json"),
+        shard_size_mb=0.02, sequence_length=16, output_dir=str(tmp_path / "a"), num_workers=1,
+        validation_fraction=0.2,
+    )  # fmt: skip
+    with monkeypatch.context() as m:
+        _flaky_shards(m, fail_at=5)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(cfg)
+    resumed = prepare(cfg)
+    fresh = prepare(replace(cfg, output_dir=str(tmp_path / "b")))
+    for split in ("train", "validation"):
+        assert [s["sha256"] for s in resumed.shards(split)] == [
+            s["sha256"] for s in fresh.shards(split)
+        ]
+    assert resumed.data["splits"]["validation"]["documents"] > 0
+
+
 @needs_testdata
 def test_dolma2_tiktoken_fast_path_equals_hf_tokenizer(
     cleaned: list[dict], monkeypatch: pytest.MonkeyPatch

@@ -202,8 +202,9 @@ class _Prep:
             with open(spill) as f:
                 yield from (json.loads(line) for line in itertools.islice(f, skip, None))
             return
-        raw: Iterator[Record] = iter_records(self.cfg)
-        raw = itertools.islice(raw, skip, self.cfg.max_articles)
+        raw: Iterator[Record] = iter_records(self.cfg, skip, on_total=self._set_total)
+        if self.cfg.max_articles is not None:
+            raw = itertools.islice(raw, max(0, self.cfg.max_articles - skip))
         if needs_cleaning(self.cfg):
             for batch in ordered_map(clean_records, _batched(raw, CLEAN_BATCH), self.workers):
                 yield from batch
@@ -211,9 +212,14 @@ class _Prep:
             yield from raw
 
     def _total(self) -> int | None:
-        if self.cfg.max_articles is not None:
-            return self.cfg.max_articles
-        return None
+        return self.cfg.max_articles
+
+    def _set_total(self, n: int) -> None:
+        """The source learned its size (hf metadata): give the bar an ETA."""
+        bar = getattr(self, "_bar", None)
+        if bar is not None and self.cfg.max_articles is None:
+            bar.total = n
+            bar.refresh()
 
     # ------------------------------------------------------------------ tokenizer
 
@@ -280,7 +286,8 @@ class _Prep:
             if now - last >= 30:
                 last = now
                 rate = n / (now - t0)
-                eta = f", ETA {(total - initial - n) / rate / 60:.1f} min" if total else ""
+                left = (bar.total or 0) - initial - n
+                eta = f", ETA {left / rate / 60:.1f} min" if bar.total else ""
                 log.info(
                     "%s: %d articles (%.1f/s%s) %s", desc, initial + n, rate, eta, self._postfix
                 )

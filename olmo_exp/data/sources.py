@@ -12,8 +12,9 @@ import glob
 import gzip
 import hashlib
 import importlib.util
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -146,7 +147,9 @@ def hf_offline_error(cfg: DataConfig) -> None:
         )
 
 
-def iter_hf(cfg: DataConfig) -> Iterator[Record]:
+def iter_hf(
+    cfg: DataConfig, skip: int = 0, on_total: Callable[[int], None] | None = None
+) -> Iterator[Record]:
     hf_offline_error(cfg)
     import datasets
 
@@ -157,12 +160,18 @@ def iter_hf(cfg: DataConfig) -> Iterator[Record]:
         raise DataError(
             f"data.source=hf: cannot stream {cfg.hf_dataset}/{cfg.hf_config}: {msg}"
         ) from None
-    yield from _rows(ds, cfg.text_column)
+    splits = getattr(ds.info, "splits", None) or {}
+    if on_total is not None and "train" in splits and splits["train"].num_examples:
+        on_total(int(splits["train"].num_examples))  # the hub's metadata: an ETA for the bar
+    yield from _rows(ds, cfg.text_column, skip)
 
 
-def _rows(ds: Any, text_column: str, batch_size: int = 1000) -> Iterator[Record]:
+def _rows(ds: Any, text_column: str, skip: int, batch_size: int = 1000) -> Iterator[Record]:
+    # datasets' skip() can pass whole files/shards without decoding them (resume at scale).
+    if skip:
+        ds = ds.skip(skip)
     # Column batches (arrow → lists) cost ~1/3 of per-row dicts.
-    i = 0
+    i = skip  # row number: the id of rows that have no id column
     for batch in ds.iter(batch_size=batch_size):
         texts = batch.get(text_column)
         if texts is None:
@@ -178,7 +187,7 @@ def _rows(ds: Any, text_column: str, batch_size: int = 1000) -> Iterator[Record]
         i += n
 
 
-def iter_files(cfg: DataConfig) -> Iterator[Record]:
+def iter_files(cfg: DataConfig, skip: int = 0) -> Iterator[Record]:
     import datasets
 
     paths = [str(p) for p in source_paths(cfg)]
@@ -186,16 +195,19 @@ def iter_files(cfg: DataConfig) -> Iterator[Record]:
     if len(kinds) > 1:
         raise DataError(f"data.path={cfg.path!r}: mixes parquet and json files; use one format")
     ds = datasets.load_dataset(kinds.pop(), data_files=paths, split="train", streaming=True)
-    yield from _rows(ds, cfg.text_column)
+    yield from _rows(ds, cfg.text_column, skip)
 
 
-def iter_records(cfg: DataConfig) -> Iterator[Record]:
+def iter_records(
+    cfg: DataConfig, skip: int = 0, on_total: Callable[[int], None] | None = None
+) -> Iterator[Record]:
+    """Source records after the first ``skip`` (not capped at max_articles: the caller does)."""
     kind = source_name(cfg)
     if kind == DataSource.dump.value:
-        return iter_dump(source_paths(cfg))
+        return itertools.islice(iter_dump(source_paths(cfg)), skip, None)
     if kind == DataSource.hf.value:
-        return iter_hf(cfg)
-    return iter_files(cfg)
+        return iter_hf(cfg, skip, on_total)
+    return iter_files(cfg, skip)
 
 
 def needs_cleaning(cfg: DataConfig) -> bool:
