@@ -149,7 +149,9 @@ class Run:
             return
         try:
             manifest = data_lib.prepare(self.config.data)
-            manifest.verify(model_vocab_size=self._vocab_size(manifest.vocab_size))
+            # Refuses a tokenizer, vocab, eos/pad or dtype mismatch and missing/truncated shards.
+            manifest.verify(model_vocab_size=self._vocab_size(manifest.vocab_size),
+                            tokenizer=data_lib.tokenizer_info(self.config.data))
         except data_lib.DataError as e:
             self._reject(e)
         self._write_hydra_files()
