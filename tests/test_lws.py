@@ -3,6 +3,7 @@ olmo-core modules, residual output scales, bad input, and the command line."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -438,6 +439,9 @@ def test_lws_tiny_trains_resumes_and_matches_its_summary(run_cli, tmp_path: Path
     assert sorted(loss) == [1, 2, 3, 4, 5, 6]
     assert {s: loss[s] for s in first} == first  # steps 1-3 were not rerun
     assert loss[6] < loss[1] - 0.3  # it learns (about 9.1 -> 8.1 here)
+    # Generation runs on the LWS model at each end of training (the stop and the real end).
+    gens = [json.loads(line) for line in (run_dir / "generations.jsonl").read_text().splitlines()]
+    assert [g["step"] for g in gens] == [3, 6] and all(g["text"] for g in gens)
 
     # model_summary.json = the hand-computed table = what the run built and checkpointed.
     summary = yaml.safe_load((run_dir / "model_summary.json").read_text())
