@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 # A short CPU run of the FACTS speed anchor (OLMo-2-style d256/4 layers, vocab 8192, seq 256);
 # no checkpoints, evals or samples inside the timed steps.
 DEFAULTS = [
-    "train.max_steps=20",
+    "train.max_steps=30",
     "train.global_batch_size=16",
     "train.micro_batch_size=8",
     "train.warmup_steps=2",
@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arm", action="append", default=None,
                         help=f"dist overrides of one arm (repeatable); default: {DEFAULT_ARMS}")
     parser.add_argument("--warmup", type=int, default=3, help="steps left out of the timing")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the arms this many times, interleaved; keep each arm's best "
+                             "(a shared host's other load only ever slows a run down)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="CPU threads per arm, split between its ranks")
     parser.add_argument("--out", type=Path, default=None,
@@ -120,7 +123,14 @@ def main(argv: list[str] | None = None) -> None:
     if not any(o.startswith("data.output_dir=") for o in common):
         common.append(f"data.output_dir={(out / 'data').resolve()}")
 
-    results = [run_arm(arm, common, out, args.warmup, args.threads) for arm in arms]
+    best: dict[str, ArmResult] = {}
+    for i in range(args.repeat):
+        for arm in arms:
+            r = run_arm(arm, common, out / f"try{i}" if args.repeat > 1 else out, args.warmup,
+                        args.threads)
+            if arm not in best or r.tokens_per_s > best[arm].tokens_per_s:
+                best[arm] = r
+    results = [best[arm] for arm in arms]
     base = results[0].tokens_per_s
     device = device_name()
     print(f"\n{device}; shared overrides: {' '.join(common) or '-'}")
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{r.arm:<52} {r.world_size:>5} {r.tokens_per_s:>10.0f} {r.tokens_per_s_per_rank:>9.0f} "
               f"{r.tokens_per_s / base:>8.2f} {mfu:>6}")
     (out / "results.json").write_text(json.dumps(
-        {"device": device, "overrides": common, "warmup": args.warmup,
+        {"device": device, "overrides": common, "warmup": args.warmup, "repeat": args.repeat,
          "arms": [asdict(r) for r in results]}, indent=2))
     print(f"wrote {out / 'results.json'}")
 

@@ -215,3 +215,30 @@ def _failure_message(e: Any, nproc: int, log_dir: Path) -> str:
     others = "; ".join(f"rank {r}: {_cause(f)}" for r, f in sorted(failures.items()) if r != rank)
     return (f"rank {rank} of {nproc} failed first (pid {failure.pid}): {_cause(failure)}"
             + (f" | then {others}" if others else "") + f" | per-rank logs: {log_dir}")
+
+
+def shared_run_id(fmt: str = "%Y-%m-%d_%H-%M-%S") -> str:
+    """A run-dir name that every local rank of one launch computes identically.
+
+    torchrun's TORCHELASTIC_RUN_ID is shared by the ranks, but under a static ``--master_port``
+    rendezvous (plain ``torchrun --nproc_per_node N``) it is literally ``none`` for every launch, so
+    ``outputs/${oc.env:TORCHELASTIC_RUN_ID}`` would reuse (and resume) one directory forever. On one
+    node the ranks share their parent, the torchrun agent: its start time names the launch. Outside
+    torchrun: now. Meant as a Hydra resolver for ``hydra.run.dir``.
+    """
+    import time
+
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id and run_id != "none":
+        return run_id
+    if run_id == "none" and os.environ.get("GROUP_WORLD_SIZE", "1") == "1":
+        try:
+            ticks = int(Path(f"/proc/{os.getppid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
+            boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                        if line.startswith("btime "))
+            return time.strftime(fmt, time.localtime(boot + ticks / os.sysconf("SC_CLK_TCK")))
+        except (OSError, ValueError, IndexError, StopIteration):
+            return run_id  # not Linux: keep torchrun's own (shared) id
+    if run_id:
+        return run_id  # several nodes, static rendezvous: "none" is at least the same everywhere
+    return time.strftime(fmt)

@@ -211,6 +211,20 @@ def test_launcher_detection(monkeypatch: pytest.MonkeyPatch) -> None:
     DistConfig(strategy=Strategy.fsdp, nodes=2).validate(global_batch_size=8, micro_batch_size=2)
 
 
+def test_shared_run_id_names_one_launch_identically(monkeypatch: pytest.MonkeyPatch) -> None:
+    code = "from olmo_exp.launch import shared_run_id; print(shared_run_id())"
+    env = {**os.environ, "TORCHELASTIC_RUN_ID": "none"}  # plain torchrun, static rendezvous
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+    ids = {proc.communicate(timeout=120)[0].strip() for proc in procs}
+    assert len(ids) == 1 and next(iter(ids)) != "none"  # same parent (here: pytest) -> same dir
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc123")
+    assert launch.shared_run_id() == "abc123"  # c10d / --standalone: torchrun's own id
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
+    assert launch.shared_run_id() == "none"  # several nodes: the only id they share
+
+
 # -- slow: real 2-rank training -----------------------------------------------------------------
 
 
