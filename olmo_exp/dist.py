@@ -208,6 +208,12 @@ class DistConfig:
             if self.prefetch_factor:
                 raise ConfigError("dist.prefetch_factor", self.prefetch_factor,
                                   f"only applies to dist.strategy=fsdp/hsdp, not {strategy}; use 0")
+        if self.activation_checkpointing and self.prefetch_factor:
+            # olmo-core sets FSDP prefetch on the blocks, which AC has wrapped by then: every rank
+            # fails at build ("Expects FSDPModule but got CheckpointWrapper").
+            raise ConfigError("dist.prefetch_factor", self.prefetch_factor,
+                              "must be 0 with dist.activation_checkpointing=true (olmo-core 3.0 "
+                              "cannot prefetch checkpoint-wrapped blocks)")
         if self.strategy != Strategy.hsdp:
             for key in ("num_replicas", "shard_degree"):
                 if getattr(self, key) is not None:

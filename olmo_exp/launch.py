@@ -195,8 +195,9 @@ def _cause(failure: Any) -> str:
     data = failure.error_file_data
     if isinstance(data, dict) and isinstance(data.get("message"), dict):
         text = str(data["message"].get("message", "")).strip()
-        if text:
-            return text.splitlines()[-1]
+        if text:  # "SomeError: what" first; a module repr or details may follow over many lines
+            first = text.splitlines()[0]
+            return first if len(first) <= 300 else first[:297] + "..."
     if failure.exitcode < 0:
         return f"killed by {failure.signal_name()}"
     return f"exited with code {failure.exitcode} without a Python traceback (os._exit, OOM kill, crash)"

@@ -99,6 +99,8 @@ def _not_launched(monkeypatch: pytest.MonkeyPatch) -> None:
          "dist.wrapping_strategy"),
         (["dist=ddp", "dist.nproc_per_node=2", "dist.prefetch_factor=1"], "dist.prefetch_factor"),
         (["dist=fsdp", "dist.num_replicas=2"], "dist.num_replicas"),
+        (["dist=fsdp", "dist.activation_checkpointing=true", "dist.prefetch_factor=1"],
+         "dist.prefetch_factor"),
         (["dist=fsdp", "dist.timeout_s=0"], "dist.timeout_s"),
         (["dist=fsdp", "dist.nodes=0"], "dist.nodes"),
     ],
@@ -123,6 +125,10 @@ def test_invalid_combination_is_one_line(overrides: list[str], key: str) -> None
         ["dist=hsdp", "dist.nproc_per_node=4", "dist.num_replicas=null", "dist.shard_degree=2",
          "train.micro_batch_size=4"],
         ["dist=ddp", "dist.nproc_per_node=2", "dist.activation_checkpointing=true"],
+        ["dist=fsdp", "dist.nproc_per_node=2", "dist.activation_checkpointing=true",
+         "dist.wrapping_strategy=fine_grained"],
+        ["dist=fsdp", "dist.nproc_per_node=2", "dist.wrapping_strategy=blocks",
+         "dist.prefetch_factor=2"],
     ],
 )
 def test_valid_combinations(overrides: list[str]) -> None:
