@@ -36,21 +36,28 @@ def _inference(model: torch.nn.Module) -> Iterator[None]:
     from torch.distributed.fsdp import FSDPModule
 
     was_training = model.training
-    fsdp = isinstance(model, FSDPModule)
+    fsdp_modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    # FSDP2 has a setter but no getter for reshard-after-forward; save the exact per-group state so
+    # that SHARD_GRAD_OP (no reshard) and olmo-core's unsharded head survive sampling unchanged.
+    saved = []
+    for m in fsdp_modules:
+        state = m._get_fsdp_state()
+        groups = [(g, g.post_forward_mesh_info) for g in state._fsdp_param_groups]
+        saved.append((state, state._auto_reshard_after_forward, groups))
     model.eval()
-    if fsdp:
-        model.set_reshard_after_forward(False)
+    for m in fsdp_modules:
+        m.set_reshard_after_forward(False, recurse=False)
     try:
         # no_grad, not inference_mode: inference tensors (RoPE cache) would break later backward passes.
         with torch.no_grad():
             yield
     finally:
-        if fsdp:
-            model.set_reshard_after_forward(True)
-            lm_head = getattr(model, "lm_head", None)
-            if isinstance(lm_head, FSDPModule):  # olmo-core keeps the head unsharded after forward
-                lm_head.set_reshard_after_forward(False, recurse=False)
-            model.reshard()
+        for state, auto, groups in saved:
+            state._auto_reshard_after_forward = auto
+            for group, mesh_info in groups:
+                group.post_forward_mesh_info = mesh_info
+        for m in fsdp_modules:
+            m.reshard()  # free the gathered weights; training gathers what it needs
         model.train(was_training)
 
 
