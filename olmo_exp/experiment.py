@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from olmo_exp import data as data_lib
 from olmo_exp import launch
 from olmo_exp.data.config import DataConfig
-from olmo_exp.dist import DistConfig, DistMemoryCallback
+from olmo_exp.dist import DistConfig
 from olmo_exp.generate import GenerateConfig
 from olmo_exp.model import ModelConfig, format_summary, summarize
 from olmo_exp.train import TrainConfig, WandbConfig
@@ -213,19 +213,10 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
 
     Module-level and fed plain data, so that torch's elastic launcher can start it in new processes.
     """
-    from olmo_core.data import NumpyDataLoaderConfig, NumpyFSLDatasetConfig, TokenizerConfig
-    from olmo_core.data.numpy_dataset import NumpyPaddedFSLDatasetConfig
+    from olmo_core.data import NumpyDataLoaderConfig
     from olmo_core.distributed.utils import get_rank
-    from olmo_core.optim import AdamWConfig, CosWithWarmup, OptimGroupOverride
-    from olmo_core.train import Duration, TrainerConfig
-    from olmo_core.train.callbacks import (
-        CheckpointerCallback,
-        ConsoleLoggerCallback,
-        LMEvaluatorCallbackConfig,
-        SpeedMonitorCallback,
-    )
-    from olmo_core.train.train_module import TransformerTrainModuleConfig
 
+    from olmo_exp.dist import DistMemoryCallback
     from olmo_exp.generate import GenerationCallback
     from olmo_exp.train import MetricsFileCallback, WandbLogCallback
 
@@ -237,65 +228,32 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
     if get_rank() == 0:
         _log_to_file(run_dir / "train.log")
     manifest = data_lib.prepare(cfg.data)  # reuses what the launching process prepared
-    vocab_size = cfg.model.padded_vocab_size(manifest.vocab_size)
-    model_config = cfg.model.build_config(vocab_size)
-    model_config.init_seed = train.seed
 
+    # model group -> olmo-core TransformerConfig (LWS as block_overrides)
+    model_config = cfg.model.build_config(cfg.model.padded_vocab_size(manifest.vocab_size))
+    model_config.init_seed = train.seed
     summary = summarize(cfg.model, model_config, sequence_length=seq_len,
                         shard_degree=cfg.dist.param_shard_degree())
     if get_rank() == 0:
         (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
         log.info("model:\n%s", format_summary(summary))
 
-    model = model_config.build(init_device="meta")
-    train_module = TransformerTrainModuleConfig(
-        rank_microbatch_size=train.micro_batch_size * seq_len,
-        max_sequence_length=seq_len,
-        optim=AdamWConfig(
-            lr=train.lr,
-            betas=(0.9, 0.95),
-            weight_decay=train.weight_decay,
-            # No decay on embeddings, as in olmo-core's OLMo-2 recipes.
-            group_overrides=[
-                OptimGroupOverride(params=["embeddings.weight"], opts=dict(weight_decay=0.0))
-            ],
-        ),
-        scheduler=CosWithWarmup(warmup=train.warmup_steps),
-        max_grad_norm=train.max_grad_norm,
-        compile_model=cfg.dist.compile_enabled(),
-        dp_config=cfg.dist.dp_config(),
-        ac_config=cfg.dist.ac_config(),
-    ).build(model)
-
-    tokenizer = TokenizerConfig(
-        vocab_size=manifest.vocab_size,
-        eos_token_id=manifest.eos_token_id,
-        pad_token_id=manifest.pad_token_id,
+    # train + dist groups -> train module (parallelizes and initializes the meta-device model)
+    train_module = train.train_module_config(sequence_length=seq_len, dist=cfg.dist).build(
+        model_config.build(init_device="meta")
     )
-    work_dir = str(run_dir / "dataset-work")  # shared by all ranks (olmo-core needs one index dir)
-    dataset = NumpyFSLDatasetConfig(
-        tokenizer=tokenizer,
-        paths=manifest.paths("train"),
-        sequence_length=seq_len,
-        dtype=manifest.numpy_dtype(),  # never guessed from the vocab
-        work_dir=work_dir,
-    ).build()
+
+    # data group -> olmo-core dataset and loader over the manifest's token files
+    work_dir = str(run_dir / "dataset-work")
+    dataset = manifest.dataset_config("train", sequence_length=seq_len, work_dir=work_dir).build()
     data_loader = NumpyDataLoaderConfig(
-        global_batch_size=train.global_batch_size * seq_len,
+        global_batch_size=train.global_batch_size * seq_len,  # tokens
         seed=train.seed,
         num_workers=0,
         work_dir=work_dir,
     ).build(dataset, dp_process_group=train_module.dp_process_group)
 
     callbacks: dict[str, Any] = {
-        "checkpointer": CheckpointerCallback(
-            save_interval=train.checkpoint_interval,
-            save_async=False,
-            # An lr=0 step-0 checkpoint perturbs the optimizer state: skip it.
-            pre_train_checkpoint=False,
-        ),
-        "speed_monitor": SpeedMonitorCallback(num_flops_per_token=summary["flops_per_token"]),
-        "console": ConsoleLoggerCallback(log_interval=train.log_interval),
         "metrics_file": MetricsFileCallback(path=run_dir / "metrics.jsonl"),
         # dist/rank_state_bytes vs dist/unsharded_state_bytes: what sharding saves, per rank.
         "dist_memory": DistMemoryCallback(),
@@ -307,37 +265,19 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         ),
     }
     if train.eval_interval > 0 and manifest.paths("validation"):
-        callbacks["lm_evaluator"] = LMEvaluatorCallbackConfig(
-            eval_dataset=NumpyPaddedFSLDatasetConfig(
-                tokenizer=tokenizer,
-                paths=manifest.paths("validation"),
-                # The evaluator reports one loss per label: here, the whole validation split.
-                metadata=[{"label": "validation"}] * len(manifest.paths("validation")),
-                sequence_length=seq_len,
-                dtype=manifest.numpy_dtype(),
-                work_dir=work_dir,
-            ),
-            eval_interval=train.eval_interval,
-            # The last step always gets a validation loss, once.
-            eval_on_finish=(train.stop_at_step or train.max_steps) % train.eval_interval != 0,
-            eval_duration=Duration.steps(train.eval_batches),
+        callbacks["lm_evaluator"] = train.evaluator_config(
+            manifest.dataset_config("validation", sequence_length=seq_len, work_dir=work_dir)
         )
     if cfg.wandb.enabled:
         callbacks["wandb"] = WandbLogCallback(
             config=cfg.wandb, run_name=run_dir.name, run_config=config_dict
         )
 
-    trainer = TrainerConfig(
-        save_folder=str(run_dir / "checkpoints"),
-        work_dir=str(run_dir / "trainer-work"),
-        max_duration=Duration.steps(train.max_steps),
-        hard_stop=Duration.steps(train.stop_at_step) if train.stop_at_step else None,
-        metrics_collect_interval=train.log_interval,
-        cancel_check_interval=max(train.log_interval, 10),
-        callbacks=callbacks,
+    trainer = train.trainer_config(
+        run_dir=run_dir, callbacks=callbacks, flops_per_token=summary["flops_per_token"]
     ).build(train_module, data_loader)
     try:
-        trainer.fit()
+        trainer.fit()  # loads the latest checkpoint in run_dir/checkpoints first, if any
     finally:
         launch.teardown()
 

@@ -8,11 +8,18 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from olmo_core.train.callbacks import Callback
 
+from olmo_exp.dist import DistConfig
 from olmo_exp.validation import ConfigError, non_negative, positive
+
+if TYPE_CHECKING:
+    from olmo_core.data import NumpyDatasetConfig
+    from olmo_core.train import TrainerConfig
+    from olmo_core.train.callbacks import LMEvaluatorCallbackConfig
+    from olmo_core.train.train_module import TransformerTrainModuleConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,74 @@ class TrainConfig:
         if self.stop_at_step is not None and not 0 < self.stop_at_step <= self.max_steps:
             raise ConfigError("train.stop_at_step", self.stop_at_step,
                               f"must be null or in 1..train.max_steps={self.max_steps}")
+
+
+    def train_module_config(self, *, sequence_length: int,
+                            dist: DistConfig) -> TransformerTrainModuleConfig:
+        """olmo-core's train module: AdamW + cosine schedule, parallelism from the dist group."""
+        from olmo_core.optim import AdamWConfig, CosWithWarmup, OptimGroupOverride
+        from olmo_core.train.train_module import TransformerTrainModuleConfig
+
+        return TransformerTrainModuleConfig(
+            rank_microbatch_size=self.micro_batch_size * sequence_length,  # tokens
+            max_sequence_length=sequence_length,
+            optim=AdamWConfig(
+                lr=self.lr,
+                betas=(0.9, 0.95),
+                weight_decay=self.weight_decay,
+                # No decay on embeddings, as in olmo-core's OLMo-2 recipes.
+                group_overrides=[
+                    OptimGroupOverride(params=["embeddings.weight"], opts=dict(weight_decay=0.0))
+                ],
+            ),
+            scheduler=CosWithWarmup(warmup=self.warmup_steps),
+            max_grad_norm=self.max_grad_norm,
+            compile_model=dist.compile_enabled(),
+            dp_config=dist.dp_config(),
+            ac_config=dist.ac_config(),
+        )
+
+    def trainer_config(self, *, run_dir: Path, callbacks: dict[str, Any],
+                       flops_per_token: int | None = None) -> TrainerConfig:
+        """olmo-core's trainer: checkpoints in run_dir/checkpoints, resumed from there when present."""
+        from olmo_core.train import Duration, TrainerConfig
+        from olmo_core.train.callbacks import (
+            CheckpointerCallback,
+            ConsoleLoggerCallback,
+            SpeedMonitorCallback,
+        )
+
+        stock = {
+            "checkpointer": CheckpointerCallback(
+                save_interval=self.checkpoint_interval,
+                save_async=False,
+                # An lr=0 step-0 checkpoint perturbs the optimizer state: skip it.
+                pre_train_checkpoint=False,
+            ),
+            "speed_monitor": SpeedMonitorCallback(num_flops_per_token=flops_per_token),
+            "console": ConsoleLoggerCallback(log_interval=self.log_interval),
+        }
+        return TrainerConfig(
+            save_folder=str(run_dir / "checkpoints"),
+            work_dir=str(run_dir / "trainer-work"),
+            max_duration=Duration.steps(self.max_steps),
+            hard_stop=Duration.steps(self.stop_at_step) if self.stop_at_step else None,
+            metrics_collect_interval=self.log_interval,
+            cancel_check_interval=max(self.log_interval, 10),
+            callbacks={**stock, **callbacks},
+        )
+
+    def evaluator_config(self, eval_dataset: NumpyDatasetConfig) -> LMEvaluatorCallbackConfig:
+        """Validation loss every eval_interval steps, and once at the last step."""
+        from olmo_core.train import Duration
+        from olmo_core.train.callbacks import LMEvaluatorCallbackConfig
+
+        return LMEvaluatorCallbackConfig(
+            eval_dataset=eval_dataset,
+            eval_interval=self.eval_interval,
+            eval_on_finish=(self.stop_at_step or self.max_steps) % self.eval_interval != 0,
+            eval_duration=Duration.steps(self.eval_batches),
+        )
 
 
 class WandbMode(str, Enum):

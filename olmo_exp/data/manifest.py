@@ -15,7 +15,7 @@ from olmo_exp.data.errors import DataError
 from olmo_exp.data.tokenizer import TokenizerInfo, dtype_for_vocab
 
 if TYPE_CHECKING:
-    pass
+    from olmo_core.data import NumpyDatasetConfig, NumpyDatasetDType
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
@@ -76,12 +76,30 @@ class Manifest:
     def tokens(self, split: str) -> int:
         return int(self.data["splits"][split]["tokens"])
 
-    def numpy_dtype(
-        self,
-    ):  # -> olmo_core.data.NumpyDatasetDType (imported lazily: olmo_core is slow)
-        from olmo_core.data import NumpyDatasetDType
+    def numpy_dtype(self) -> NumpyDatasetDType:
+        from olmo_core.data import NumpyDatasetDType  # lazily: olmo_core imports take seconds
 
         return NumpyDatasetDType(self.dtype)
+
+    def dataset_config(self, split: str, *, sequence_length: int,
+                       work_dir: str) -> NumpyDatasetConfig:
+        """olmo-core's dataset over one split: fixed-length for training, padded for evaluation.
+
+        The dtype comes from the manifest, never guessed from the vocab size. ``work_dir`` must be
+        shared by all ranks (olmo-core keeps one index there).
+        """
+        from olmo_core.data import NumpyFSLDatasetConfig, TokenizerConfig
+        from olmo_core.data.numpy_dataset import NumpyPaddedFSLDatasetConfig
+
+        tokenizer = TokenizerConfig(vocab_size=self.vocab_size, eos_token_id=self.eos_token_id,
+                                    pad_token_id=self.pad_token_id)
+        paths = self.paths(split)
+        common = dict(tokenizer=tokenizer, paths=paths, sequence_length=sequence_length,
+                      dtype=self.numpy_dtype(), work_dir=work_dir)
+        if split == "train":
+            return NumpyFSLDatasetConfig(**common)
+        # The evaluator reports one loss per label: here, the whole split.
+        return NumpyPaddedFSLDatasetConfig(**common, metadata=[{"label": split}] * len(paths))
 
     @property
     def tokenizer_path(self) -> Path:
