@@ -33,6 +33,14 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def losses(run_dir: Path) -> dict[int, float]:
+    """step -> training CE loss, from a run's metrics.jsonl (one record per logged step)."""
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    steps = [r["step"] for r in records]
+    assert len(steps) == len(set(steps)), f"a step logged twice: {steps}"
+    return {r["step"]: r["train/CE loss"] for r in records if "train/CE loss" in r}
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data cache for the whole session: the sample is prepared once, then reused."""

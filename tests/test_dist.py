@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, TINY, read_jsonl
+from conftest import REPO, TINY, losses, read_jsonl
 from test_config import compose_run
 
 from olmo_exp import launch
@@ -50,11 +50,6 @@ REL_TOL = 1e-6
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
               "SLURM_STEP_NUM_TASKS", "SLURM_JOB_NUM_NODES", "SUBMITIT_LOCAL_GLOBALID",
               "SUBMITIT_LOCAL_NTASKS")
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    return {r["step"]: r["train/CE loss"] for r in read_jsonl(run_dir / "metrics.jsonl")
-            if "train/CE loss" in r}
 
 
 def assert_same_losses(got: dict[int, float], want: dict[int, float], steps: list[int]) -> float:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY, losses
 from hydra import compose, initialize_config_dir
 from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
 from omegaconf import OmegaConf
@@ -389,28 +390,7 @@ def test_cli_composes_lws_on_any_model_with_overrides() -> None:
 
 # -- end to end: a short LWS training run, resume, model_summary.json, dry run ----------------
 
-TINY_RUN = [
-    "model=lws_tiny",
-    "data.sequence_length=64",
-    "train.max_steps=6",
-    "train.global_batch_size=4",
-    "train.micro_batch_size=2",
-    "train.warmup_steps=1",
-    "train.log_interval=1",
-    "train.checkpoint_interval=3",
-    "train.eval_interval=0",
-    "generate.interval=0",
-]
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    """The last logged CE loss of each step (a step may be logged more than once)."""
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = yaml.safe_load(line)  # JSON is YAML
-        if "train/CE loss" in row:
-            out[row["step"]] = row["train/CE loss"]
-    return out
+TINY_RUN = ["model=lws_tiny", *TINY]
 
 
 def checkpoint_shapes(step_dir: Path) -> dict[str, tuple[int, ...]]:

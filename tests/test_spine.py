@@ -5,12 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import TINY, read_jsonl
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    return {r["step"]: r["train/CE loss"] for r in read_jsonl(run_dir / "metrics.jsonl")
-            if "train/CE loss" in r}
+from conftest import TINY, losses, read_jsonl
 
 
 def test_short_run_trains_and_leaves_its_files(run_cli, tmp_path: Path) -> None:
