@@ -270,7 +270,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         )
     if cfg.wandb.enabled:
         callbacks["wandb"] = WandbLogCallback(
-            config=cfg.wandb, run_name=run_dir.name, run_config=config_dict
+            config=cfg.wandb, run_dir=run_dir, run_name=run_dir.name, run_config=config_dict
         )
 
     trainer = train.trainer_config(

@@ -161,6 +161,7 @@ class MetricsFileCallback(Callback):
     extra: dict[str, Any] = field(default_factory=dict)
     """Merged into the first record of this process (e.g. per-rank memory)."""
     _pending: dict[str, Any] | None = None
+    _started: bool = False
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         from olmo_core.distributed.utils import get_rank
@@ -170,10 +171,24 @@ class MetricsFileCallback(Callback):
         if self._pending is not None and self._pending["step"] != step:
             self._flush()
         if self._pending is None:
-            self._pending = {"step": step, **self.extra}
+            first = self._take_last_record(step) if not self._started else {}
+            self._started = True
+            self._pending = {**first, "step": step, **self.extra}
             self.extra = {}
         self._pending.update({k: float(v) for k, v in metrics.items()})
         self._pending["wall_time"] = time.time()
+
+    def _take_last_record(self, step: int) -> dict[str, Any]:
+        """A resumed run logs its first step (the checkpoint's) again: merge into that record."""
+        if not self.path.exists():
+            return {}
+        lines = self.path.read_text().splitlines(keepends=True)
+        if not lines or json.loads(lines[-1]).get("step") != step:
+            return {}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(lines[:-1]))
+        tmp.replace(self.path)
+        return json.loads(lines[-1])
 
     def _flush(self) -> None:
         if self._pending is not None:
@@ -190,6 +205,8 @@ class WandbLogCallback(Callback):
     """Plain ``wandb.log`` from rank 0 (olmo-core's WandBCallback fails at finish with wandb >= 0.29)."""
 
     config: WandbConfig = field(default_factory=WandbConfig)
+    run_dir: Path = field(default_factory=Path)
+    """wandb's own files (offline runs included) go under run_dir/wandb."""
     run_name: str = ""
     run_config: dict[str, Any] = field(default_factory=dict)
     _run: Any = None
@@ -204,7 +221,7 @@ class WandbLogCallback(Callback):
         self._run = wandb.init(
             project=self.config.project, entity=self.config.entity, group=self.config.group,
             name=self.run_name, config=self.run_config, mode=self.config.mode.value,
-            resume="allow", id=self.run_name.replace("/", "_") or None,
+            resume="allow", id=self.run_name.replace("/", "_") or None, dir=str(self.run_dir),
         )
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:

@@ -35,7 +35,10 @@ def test_short_run_trains_and_leaves_its_files(run_cli, tmp_path: Path) -> None:
 
 def test_resume_equals_uninterrupted(run_cli, tmp_path: Path) -> None:
     straight, broken = tmp_path / "straight", tmp_path / "broken"
-    run_cli(*TINY, run_dir=straight)
+    # The uninterrupted run also logs to wandb (offline): logging must not change training.
+    run_cli(*TINY, "wandb.enabled=true", "wandb.mode=offline", run_dir=straight)
+    offline_runs = list((straight / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))
     run_cli(*TINY, "train.stop_at_step=3", run_dir=broken)
     assert sorted(losses(broken)) == [1, 2, 3]
     proc = run_cli(*TINY, run_dir=broken)
