@@ -116,9 +116,9 @@ def test_invalid_combination_is_one_line(overrides: list[str], key: str) -> None
         ["dist=fsdp"],  # one process on CPU: a real 1-rank process group
         ["dist=fsdp", "dist.nproc_per_node=2", "dist.shard_strategy=SHARD_GRAD_OP"],
         ["dist=fsdp", "dist.nproc_per_node=2", "dist.cpu_offload=true", "dist.mixed_precision=true"],
-        ["dist=hsdp", "dist.nproc_per_node=4", "train.micro_batch_size=4"],
+        ["dist=hsdp", "dist.nproc_per_node=4", "train.micro_batch_size=2"],
         ["dist=hsdp", "dist.nproc_per_node=4", "dist.num_replicas=null", "dist.shard_degree=2",
-         "train.micro_batch_size=4"],
+         "train.micro_batch_size=2"],
         ["dist=ddp", "dist.nproc_per_node=2", "dist.activation_checkpointing=true"],
         ["dist=fsdp", "dist.nproc_per_node=2", "dist.activation_checkpointing=true",
          "dist.wrapping_strategy=fine_grained"],
