@@ -24,13 +24,3 @@ def positive(key: str, value: float | int | None, *, allow_none: bool = False) -
 def non_negative(key: str, value: float | int) -> None:
     if value is None or value < 0:
         raise ConfigError(key, value, "must be >= 0")
-
-
-def in_range(key: str, value: float, lo: float, hi: float) -> None:
-    if value is None or not lo <= value <= hi:
-        raise ConfigError(key, value, f"must be between {lo} and {hi}")
-
-
-def divides(key: str, value: int, other_key: str, other: int) -> None:
-    if other % value != 0:
-        raise ConfigError(key, value, f"must divide {other_key}={other}")

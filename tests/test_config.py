@@ -27,6 +27,16 @@ def compose_run(*overrides: str) -> RunConfig:
     return config
 
 
+def assert_one_line_error(overrides: list[str], key: str) -> None:
+    """The composed config fails validation with one line that starts with ``key=value``."""
+    config = compose_run(*overrides)
+    with pytest.raises(ConfigError) as err:
+        config.validate()
+    assert err.value.key == key
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{key}=")
+
+
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
@@ -86,12 +96,7 @@ def test_gqa_3kv_is_12_query_3_kv_heads() -> None:
     ],
 )
 def test_validation_errors_name_the_key(overrides: list[str], key: str) -> None:
-    config = compose_run(*overrides)
-    with pytest.raises(ConfigError) as err:
-        config.validate()
-    assert err.value.key == key
-    message = str(err.value)
-    assert "\n" not in message and message.startswith(key)
+    assert_one_line_error(overrides, key)
 
 
 @pytest.mark.parametrize(

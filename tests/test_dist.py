@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO, TINY, losses, read_jsonl
-from test_config import compose_run
+from test_config import assert_one_line_error, compose_run
 
 from olmo_exp import launch
 from olmo_exp.dist import (
@@ -101,12 +101,7 @@ def _not_launched(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_invalid_combination_is_one_line(overrides: list[str], key: str) -> None:
-    config = compose_run(*overrides)
-    with pytest.raises(ConfigError) as err:
-        config.validate()
-    assert err.value.key == key
-    message = str(err.value)
-    assert "\n" not in message and message.startswith(f"{key}=")
+    assert_one_line_error(overrides, key)
 
 
 @pytest.mark.parametrize(
