@@ -24,9 +24,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from olmo_core.train.callbacks import Callback
-from olmo_core.train.common import ReduceType
-
 if TYPE_CHECKING:  # olmo-core imports take seconds: keep them out of config composition
     from olmo_core.train.train_module import (
         TransformerActivationCheckpointingConfig,
@@ -349,80 +346,3 @@ def fsdp_hooks(cfg: DistConfig) -> Iterator[None]:
     finally:
         for m, f in zip(modules, originals, strict=True):
             m.fully_shard = f
-
-
-# -- memory accounting ------------------------------------------------------------------------
-
-
-def _local_and_global_bytes(t: Any) -> tuple[int, int]:
-    from torch.distributed.tensor import DTensor
-
-    if isinstance(t, DTensor):
-        local = t.to_local()
-        return local.numel() * local.element_size(), t.numel() * t.element_size()
-    n = t.numel() * t.element_size()
-    return n, n
-
-
-def state_bytes(model: Any, optim: Any) -> tuple[int, int]:
-    """(bytes this rank holds, bytes one unsharded copy holds) of parameters + optimizer state.
-
-    FSDP params and their AdamW state are DTensors: the local shard vs. the global tensor. Under
-    DDP/single both numbers are equal (every rank holds everything).
-    """
-    import torch
-
-    local = total = 0
-    for p in model.parameters():
-        lo, gl = _local_and_global_bytes(p)
-        local, total = local + lo, total + gl
-    for state in optim.state.values():
-        for v in state.values():
-            if isinstance(v, torch.Tensor):
-                lo, gl = _local_and_global_bytes(v)
-                local, total = local + lo, total + gl
-    return local, total
-
-
-
-def describe_sharding(model: Any) -> str:
-    """What FSDP2 really applied to the transformer blocks (proof that the hooks took effect)."""
-    from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule
-
-    groups = [
-        m._get_fsdp_state()._fsdp_param_group
-        for m in model.blocks.values()
-        if isinstance(m, FSDPModule) and m._get_fsdp_state()._fsdp_param_group is not None
-    ]
-    if not groups:
-        return "blocks not FSDP-sharded"
-    reshard = sorted({g.post_forward_mesh_info is not None for g in groups})
-    offload = sorted({isinstance(g.offload_policy, CPUOffloadPolicy) for g in groups})
-    mesh = groups[0].mesh_info.mesh
-    return (f"FSDP2 blocks: mesh {tuple(mesh.shape)} {mesh.mesh_dim_names}, "
-            f"reshard_after_forward={'/'.join(map(str, reshard))}, "
-            f"cpu_offload={'/'.join(map(str, offload))}")
-
-
-@dataclass
-class DistMemoryCallback(Callback):
-    """Records per-rank vs. unsharded parameter + optimizer-state bytes as ``dist/*`` metrics.
-
-    ``dist/rank_state_bytes``: the most any rank holds; ``dist/unsharded_state_bytes``: what one
-    process holding everything needs. Measured once after the first optimizer step (AdamW state
-    exists from then on), recorded every step so each metrics.jsonl record carries them, and
-    written once to the run log.
-    """
-
-    _bytes: tuple[int, int] | None = None
-
-    def post_step(self) -> None:
-        if self._bytes is None:
-            module = self.trainer.train_module
-            self._bytes = state_bytes(module.model, module.optim)  # type: ignore[attr-defined]
-            local, total = self._bytes
-            log.info("dist: params + optimizer state %d bytes on this rank, %d unsharded (%.3fx); %s",
-                     local, total, local / total, describe_sharding(module.model))  # type: ignore[attr-defined]
-        local, total = self._bytes
-        self.trainer.record_metric("dist/rank_state_bytes", float(local), ReduceType.max)
-        self.trainer.record_metric("dist/unsharded_state_bytes", float(total))

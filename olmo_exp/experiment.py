@@ -216,9 +216,12 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
     from olmo_core.data import NumpyDataLoaderConfig
     from olmo_core.distributed.utils import get_rank
 
-    from olmo_exp.dist import DistMemoryCallback
-    from olmo_exp.generate import GenerationCallback
-    from olmo_exp.train import MetricsFileCallback, WandbLogCallback
+    from olmo_exp.callbacks import (
+        DistMemoryCallback,
+        GenerationCallback,
+        MetricsFileCallback,
+        WandbLogCallback,
+    )
 
     cfg = RunConfig.from_dict(config_dict)
     run_dir = Path(run_dir_str)

@@ -7,15 +7,13 @@ an FSDP training process, so sampling is a short loop over the training model it
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from olmo_core.train.callbacks import Callback
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +31,7 @@ class GenerateConfig:
 @contextlib.contextmanager
 def _inference(model: torch.nn.Module) -> Iterator[None]:
     """Eval mode, no grad, and under FSDP one all-gather for the whole sample instead of one per token."""
+    import torch
     from torch.distributed.fsdp import FSDPModule
 
     was_training = model.training
@@ -75,6 +74,8 @@ def generate_ids(
 
     Sampling draws from its own generator, leaving the training RNG state untouched.
     """
+    import torch
+
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     gen = torch.Generator(device=ids.device).manual_seed(seed)
     new: list[int] = []
@@ -92,45 +93,3 @@ def generate_ids(
                 break
             ids = torch.cat([ids, nxt.to(ids.dtype)], dim=1)
     return new
-
-
-@dataclass
-class GenerationCallback(Callback):
-    config: GenerateConfig = field(default_factory=GenerateConfig)
-    tokenizer: Any = None
-    """Anything with ``encode(text) -> list[int]`` and ``decode(ids) -> str``."""
-    eos_token_id: int | None = None
-    path: Path = field(default_factory=lambda: Path("generations.jsonl"))
-    _last_step: int = -1
-
-    def post_step(self) -> None:
-        if self.config.interval > 0 and self.step % self.config.interval == 0:
-            self.sample()
-
-    def post_train(self) -> None:
-        if self.step != self._last_step:
-            self.sample()
-
-    def sample(self) -> str:
-        from olmo_core.distributed.utils import get_rank
-
-        self._last_step = self.step
-        model = self.trainer.train_module.model
-        new = generate_ids(
-            model,
-            self.tokenizer.encode(self.config.prompt),
-            max_new_tokens=self.config.max_new_tokens,
-            temperature=self.config.temperature,
-            eos_token_id=self.eos_token_id,
-            seed=self.step,
-            device=self.trainer.device,
-        )
-        if new and new[-1] == self.eos_token_id:
-            new = new[:-1]
-        text = self.tokenizer.decode(new)
-        if get_rank() == 0:
-            log.info("[generation step %d] %s%s", self.step, self.config.prompt, text)
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": self.step, "prompt": self.config.prompt,
-                                    "text": text}) + "\n")
-        return text

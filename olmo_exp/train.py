@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from olmo_core.train.callbacks import Callback
 
 from olmo_exp.dist import DistConfig
 from olmo_exp.validation import ConfigError, non_negative, positive
@@ -147,88 +143,3 @@ class WandbConfig:
     entity: str | None = None
     group: str | None = None
     mode: WandbMode = WandbMode.online
-
-
-@dataclass
-class MetricsFileCallback(Callback):
-    """Writes one JSON object per logged step (olmo-core's metric names) to ``metrics.jsonl``, rank 0.
-
-    olmo-core may log one step several times (e.g. eval or checkpoint metrics after the step's own);
-    those are merged into the step's single record.
-    """
-
-    path: Path = field(default_factory=lambda: Path("metrics.jsonl"))
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Merged into the first record of this process (e.g. per-rank memory)."""
-    _pending: dict[str, Any] | None = None
-    _started: bool = False
-
-    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        from olmo_core.distributed.utils import get_rank
-
-        if get_rank() != 0:
-            return
-        if self._pending is not None and self._pending["step"] != step:
-            self._flush()
-        if self._pending is None:
-            first = self._take_last_record(step) if not self._started else {}
-            self._started = True
-            self._pending = {**first, "step": step, **self.extra}
-            self.extra = {}
-        self._pending.update({k: float(v) for k, v in metrics.items()})
-        self._pending["wall_time"] = time.time()
-
-    def _take_last_record(self, step: int) -> dict[str, Any]:
-        """A resumed run logs its first step (the checkpoint's) again: merge into that record."""
-        if not self.path.exists():
-            return {}
-        lines = self.path.read_text().splitlines(keepends=True)
-        if not lines or json.loads(lines[-1]).get("step") != step:
-            return {}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(lines[:-1]))
-        tmp.replace(self.path)
-        return json.loads(lines[-1])
-
-    def _flush(self) -> None:
-        if self._pending is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(self._pending) + "\n")
-            self._pending = None
-
-    def close(self) -> None:
-        self._flush()
-
-
-@dataclass
-class WandbLogCallback(Callback):
-    """Plain ``wandb.log`` from rank 0 (olmo-core's WandBCallback fails at finish with wandb >= 0.29)."""
-
-    config: WandbConfig = field(default_factory=WandbConfig)
-    run_dir: Path = field(default_factory=Path)
-    """wandb's own files (offline runs included) go under run_dir/wandb."""
-    run_name: str = ""
-    run_config: dict[str, Any] = field(default_factory=dict)
-    _run: Any = None
-
-    def pre_train(self) -> None:
-        from olmo_core.distributed.utils import get_rank
-
-        if get_rank() != 0:
-            return
-        import wandb
-
-        self._run = wandb.init(
-            project=self.config.project, entity=self.config.entity, group=self.config.group,
-            name=self.run_name, config=self.run_config, mode=self.config.mode.value,
-            resume="allow", id=self.run_name.replace("/", "_") or None, dir=str(self.run_dir),
-        )
-
-    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        if self._run is not None:
-            self._run.log(dict(metrics), step=step)
-
-    def close(self) -> None:
-        if self._run is not None:
-            self._run.finish()
-            self._run = None
