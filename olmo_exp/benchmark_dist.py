@@ -66,7 +66,9 @@ def world_size(overrides: list[str]) -> int:
     register()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
         cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_object(cfg).dist.world_size()
+    from olmo_exp.launch import topology
+
+    return topology(OmegaConf.to_object(cfg).dist).world_size
 
 
 def run_arm(arm: str, common: list[str], out: Path, warmup: int, threads: int) -> ArmResult:

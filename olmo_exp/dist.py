@@ -11,14 +11,15 @@
 | hsdp     | HYBRID_SHARD                       | ``DataParallelType.hsdp``, num_replicas x shard_degree  |
 
 Every invalid combination is a one-line :class:`~olmo_exp.validation.ConfigError` from
-:meth:`DistConfig.validate`, raised in the launching process before any rank starts.
+:meth:`DistConfig.validate` (the group's own keys) or :meth:`DistConfig.validate_world` (against
+the world :func:`olmo_exp.launch.topology` resolved), raised in the launching process before any
+rank starts. The config itself never reads the environment or the devices.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -29,6 +30,8 @@ if TYPE_CHECKING:  # olmo-core imports take seconds: keep them out of config com
         TransformerActivationCheckpointingConfig,
         TransformerDataParallelConfig,
     )
+
+    from olmo_exp.launch import Topology
 
 log = logging.getLogger(__name__)
 
@@ -63,42 +66,12 @@ SHARD_STRATEGIES: dict[Strategy, tuple[ShardStrategy, ...]] = {
 SHARDED = (Strategy.fsdp, Strategy.hsdp)
 
 
-@dataclass(frozen=True)
-class LauncherEnv:
-    """What an outside launcher (torchrun, SLURM/submitit tasks) says about the job's ranks."""
-
-    kind: str
-    world_size: int
-    local_world_size: int
-    num_nodes: int
-
-
-def launcher_env() -> LauncherEnv | None:
-    """The rank layout set by torchrun or a SLURM/submitit task, or None when nothing started us."""
-    env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:  # torchrun, or a task that already exported
-        world = int(env["WORLD_SIZE"])
-        local = int(env.get("LOCAL_WORLD_SIZE", world))
-        return LauncherEnv("torchrun", world, local, int(env.get("NUM_NODES", max(world // local, 1))))
-    # A SLURM step with several tasks: each task is one rank. SLURM_STEP_NUM_TASKS (set by srun)
-    # rather than SLURM_NTASKS, so that `python run.py` typed into an sbatch script with
-    # --ntasks=N (one process) still starts its own ranks instead of waiting for N-1 that never come.
-    if "SLURM_PROCID" in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
-        world = int(env["SLURM_NTASKS"])
-        nodes = int(env.get("SLURM_JOB_NUM_NODES", "1"))
-        return LauncherEnv("slurm", world, world // nodes, nodes)
-    # hydra's submitit_local launcher with tasks_per_node > 1 (one node).
-    if "SUBMITIT_LOCAL_GLOBALID" in env and int(env.get("SUBMITIT_LOCAL_NTASKS", "1")) > 1:
-        world = int(env["SUBMITIT_LOCAL_NTASKS"])
-        return LauncherEnv("submitit_local", world, world, 1)
-    return None
-
-
 @dataclass
 class DistConfig:
     strategy: Strategy = Strategy.single
     nproc_per_node: int | None = None
-    """Ranks per node; null = number of GPUs, or 1 on CPU (or what torchrun/SLURM started)."""
+    """Ranks per node; null = what torchrun/SLURM started, else 1 for dist=single and every GPU of
+    the node (1 on CPU) for ddp/fsdp/hsdp."""
     nodes: int = 1
     mixed_precision: bool = False
     """bf16 parameters, fp32 gradient reduction (DDP: olmo-core casts the replicas to bf16)."""
@@ -129,43 +102,26 @@ class DistConfig:
         allowed = SHARD_STRATEGIES[self.strategy]
         return allowed[0] if allowed else None
 
-    def resolved_nproc_per_node(self) -> int:
-        if self.nproc_per_node is not None:
-            return self.nproc_per_node
-        launched = launcher_env()
-        if launched is not None:
-            return launched.local_world_size
-        import torch
-
-        return max(torch.cuda.device_count(), 1)
-
-    def world_size(self) -> int:
-        launched = launcher_env()
-        if launched is not None:
-            return launched.world_size
-        return self.nodes * self.resolved_nproc_per_node()
-
-    def hsdp_degrees(self) -> tuple[int, int]:
-        """(num_replicas, shard_degree) for HSDP, nulls filled in (validate() checks them)."""
-        world = self.world_size()
+    def hsdp_degrees(self, world_size: int) -> tuple[int, int]:
+        """(num_replicas, shard_degree) for HSDP, nulls filled in (validate_world() checks them)."""
         replicas = self.num_replicas
         if replicas is None:
-            replicas = world // self.shard_degree if self.shard_degree else self.nodes
-        shard = self.shard_degree if self.shard_degree is not None else world // max(replicas, 1)
+            replicas = world_size // self.shard_degree if self.shard_degree else self.nodes
+        shard = self.shard_degree if self.shard_degree is not None else world_size // max(replicas, 1)
         return replicas, shard
 
-    def param_shard_degree(self) -> int:
+    def param_shard_degree(self, world_size: int) -> int:
         """Ranks one parameter is split over: world (fsdp), shard_degree (hsdp), 1 (ddp/single)."""
         if self.strategy == Strategy.fsdp:
-            return self.world_size()
+            return world_size
         if self.strategy == Strategy.hsdp:
-            return self.hsdp_degrees()[1]
+            return self.hsdp_degrees(world_size)[1]
         return 1
 
     # -- validation ---------------------------------------------------------------------------
 
-    def validate(self, *, global_batch_size: int, micro_batch_size: int) -> None:
-        """Every invalid combination, as one ConfigError, before any process starts."""
+    def validate(self) -> None:
+        """Every invalid combination of the group's own keys, as one ConfigError."""
         from olmo_exp.validation import ConfigError, non_negative, positive
 
         positive("dist.nodes", self.nodes)
@@ -188,12 +144,6 @@ class DistConfig:
             if self.strategy not in SHARDED:
                 raise ConfigError("dist.cpu_offload", True,
                                   f"needs dist.strategy=fsdp or hsdp (offloads shards), not {strategy}")
-            if _cuda_available():
-                # olmo-core 3.0 materializes the weights on the GPU (init_weights -> to_empty(cuda))
-                # and FSDP2 refuses offloaded params that are not on CPU; verified on CPU only.
-                raise ConfigError("dist.cpu_offload", True,
-                                  "is supported on CPU-only hosts in this version (olmo-core 3.0 "
-                                  "initializes weights on the GPU, which FSDP2 offload rejects)")
         if self.mixed_precision and self.strategy == Strategy.single:
             raise ConfigError("dist.mixed_precision", True,
                               "needs dist.strategy=fsdp/hsdp/ddp (an FSDP2/DDP policy); "
@@ -217,7 +167,18 @@ class DistConfig:
                     raise ConfigError(f"dist.{key}", getattr(self, key),
                                       f"only applies to dist.strategy=hsdp, not {strategy}; use null")
 
-        launched = launcher_env()
+    def validate_world(self, topology: Topology) -> None:
+        """The checks that depend on the world this process belongs to (resolved by launch.py)."""
+        from olmo_exp.validation import ConfigError
+
+        strategy = self.strategy.value
+        if self.cpu_offload and topology.on_gpu:
+            # olmo-core 3.0 materializes the weights on the GPU (init_weights -> to_empty(cuda))
+            # and FSDP2 refuses offloaded params that are not on CPU; verified on CPU only.
+            raise ConfigError("dist.cpu_offload", True,
+                              "is supported on CPU-only hosts in this version (olmo-core 3.0 "
+                              "initializes weights on the GPU, which FSDP2 offload rejects)")
+        launched = topology.launched
         if launched is None and self.nodes > 1:
             raise ConfigError("dist.nodes", self.nodes,
                               "> 1 needs a multi-node launcher (torchrun --nnodes, or SLURM tasks); "
@@ -231,14 +192,19 @@ class DistConfig:
                 raise ConfigError("dist.nodes", self.nodes,
                                   f"must be {launched.world_size // local}: {launched.kind} started "
                                   f"{launched.world_size} ranks, {local} per node")
+        elif topology.on_gpu and topology.nproc_per_node > topology.gpus:
+            # NCCL cannot run two ranks on one GPU ("Duplicate GPU detected").
+            raise ConfigError("dist.nproc_per_node", self.nproc_per_node,
+                              f"must be null or <= {topology.gpus}: this node has "
+                              f"{topology.gpus} GPU(s), one per rank")
 
-        world = self.world_size()
+        world = topology.world_size
         if self.strategy == Strategy.single and world > 1:
             raise ConfigError("dist.strategy", strategy,
                               f"runs one process but the world size is {world}; "
                               "use dist=fsdp, ddp or hsdp (or dist.nproc_per_node=1)")
         if self.strategy == Strategy.hsdp:
-            replicas, shard = self.hsdp_degrees()
+            replicas, shard = self.hsdp_degrees(world)
             if replicas < 2:
                 raise ConfigError("dist.num_replicas", self.num_replicas,
                                   f"HYBRID_SHARD needs >= 2 replicas (got {replicas}, world size {world}); "
@@ -247,15 +213,10 @@ class DistConfig:
                 raise ConfigError("dist.num_replicas", self.num_replicas,
                                   f"num_replicas x shard_degree = {replicas} x {shard} must equal "
                                   f"the world size {world}")
-        if global_batch_size % (micro_batch_size * world) != 0:
-            raise ConfigError(
-                "train.global_batch_size", global_batch_size,
-                f"must be a multiple of train.micro_batch_size x world size = {micro_batch_size} x {world}",
-            )
 
     # -- olmo-core mapping --------------------------------------------------------------------
 
-    def dp_config(self) -> TransformerDataParallelConfig | None:
+    def dp_config(self, world_size: int) -> TransformerDataParallelConfig | None:
         """olmo-core's data-parallel config; SHARD_GRAD_OP and cpu_offload go through fsdp_hooks()."""
         if self.strategy == Strategy.single:
             return None
@@ -266,7 +227,7 @@ class DistConfig:
             TransformerDataParallelWrappingStrategy,
         )
 
-        replicas, shard = self.hsdp_degrees() if self.strategy == Strategy.hsdp else (None, None)
+        replicas, shard = self.hsdp_degrees(world_size) if self.strategy == Strategy.hsdp else (None, None)
         return TransformerDataParallelConfig(
             name=DataParallelType(self.strategy.value),
             param_dtype=DType.bfloat16 if self.mixed_precision else None,
@@ -287,11 +248,11 @@ class DistConfig:
 
         return TransformerActivationCheckpointingConfig(mode=TransformerActivationCheckpointingMode.full)
 
-    def compile_enabled(self) -> bool:
+    def compile_enabled(self, on_gpu: bool) -> bool:
         # olmo-core skips compile without CUDA (with a warning): report what will really happen.
-        return _cuda_available() if self.compile is None else bool(self.compile) and _cuda_available()
+        return on_gpu if self.compile is None else bool(self.compile) and on_gpu
 
-    def fsdp_overrides(self) -> dict[str, Any]:
+    def fsdp_overrides(self, on_gpu: bool) -> dict[str, Any]:
         """Extra ``fully_shard`` kwargs olmo-core does not expose; empty = olmo-core as is."""
         overrides: dict[str, Any] = {}
         if self.strategy not in SHARDED:
@@ -302,14 +263,8 @@ class DistConfig:
             from torch.distributed.fsdp import CPUOffloadPolicy
 
             # pin_memory=True needs an accelerator ("Cannot access accelerator device").
-            overrides["offload_policy"] = CPUOffloadPolicy(pin_memory=_cuda_available())
+            overrides["offload_policy"] = CPUOffloadPolicy(pin_memory=on_gpu)
         return overrides
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # olmo-core modules that call FSDP2's fully_shard (imported by name, so patch them there).
@@ -317,7 +272,7 @@ _FULLY_SHARD_MODULES = ("olmo_core.nn.transformer.model", "olmo_core.nn.transfor
 
 
 @contextlib.contextmanager
-def fsdp_hooks(cfg: DistConfig) -> Iterator[None]:
+def fsdp_hooks(cfg: DistConfig, *, on_gpu: bool) -> Iterator[None]:
     """Apply ``cfg.fsdp_overrides()`` to every ``fully_shard`` olmo-core makes inside the block.
 
     Smallest hook for two knobs olmo-core 3.0 lacks: ``Transformer.apply_fsdp`` hard-codes
@@ -326,7 +281,7 @@ def fsdp_hooks(cfg: DistConfig) -> Iterator[None]:
     name that olmo-core's model/block modules call changes only those kwargs (SHARD_GRAD_OP was
     bitwise equal to FULL_SHARD here). Without overrides nothing is patched.
     """
-    overrides = cfg.fsdp_overrides()
+    overrides = cfg.fsdp_overrides(on_gpu)
     if not overrides:
         yield
         return

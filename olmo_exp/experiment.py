@@ -6,6 +6,7 @@ start ranks (if needed) -> on every rank: build model, train module, data loader
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -42,15 +43,23 @@ class RunConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     dry_run: bool = False
 
-    def validate(self) -> None:
-        """Every check that needs no data and no process: one ConfigError, before anything is written."""
+    def validate(self, host: launch.Host | None = None) -> None:
+        """Every check that needs no data and no process: one ConfigError, before anything is written.
+
+        ``host``: the launcher and GPUs to check against; None = this process's (launch.host()).
+        """
         self.model.validate()
         self.data.validate()
         self.train.validate()
-        self.dist.validate(
-            global_batch_size=self.train.global_batch_size,
-            micro_batch_size=self.train.micro_batch_size,
-        )
+        self.dist.validate()
+        world = launch.resolve_topology(self.dist, host or launch.host())
+        self.dist.validate_world(world)
+        micro, world_size = self.train.micro_batch_size, world.world_size
+        if self.train.global_batch_size % (micro * world_size) != 0:
+            raise ConfigError(
+                "train.global_batch_size", self.train.global_batch_size,
+                f"must be a multiple of train.micro_batch_size x world size = {micro} x {world_size}",
+            )
         positive("data.sequence_length", self.data.sequence_length)
         if self.data.sequence_length > self.model.max_sequence_length:
             raise ConfigError(
@@ -66,6 +75,23 @@ class RunConfig:
         non_negative("generate.interval", self.generate.interval)
         positive("generate.max_new_tokens", self.generate.max_new_tokens)
         non_negative("generate.temperature", self.generate.temperature)
+
+    def notices(self, world: launch.Topology) -> list[str]:
+        """One line each for what the run adjusts or a user may not expect; printed once."""
+        lines = []
+        train = self.train
+        longer = [f"train.{k}={getattr(train, k)}"
+                  for k in ("warmup_steps", "checkpoint_interval", "eval_interval")
+                  if getattr(train, k) > train.max_steps]
+        if self.generate.interval > train.max_steps:
+            longer.append(f"generate.interval={self.generate.interval}")
+        if longer:
+            lines.append(f"{', '.join(longer)} capped at train.max_steps={train.max_steps} "
+                         "(longer than the run)")
+        lone = launch.lone_rank_notice(self.dist, world)
+        if lone:
+            lines.append(lone)
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         return OmegaConf.to_container(OmegaConf.structured(self), resolve=True, enum_to_str=True)
@@ -144,6 +170,9 @@ class Run:
             self.check_run_dir()
         except ConfigError as e:
             self._reject(e)
+        if int(os.environ.get("RANK", "0")) == 0:
+            for line in self.config.notices(launch.topology(self.config.dist)):
+                log.warning(line)
         if self.config.dry_run:
             self.dry_run()
             return
@@ -156,9 +185,10 @@ class Run:
             self._reject(e)
         self._write_hydra_files()
         args = (self.config.to_dict(), str(self.run_dir))
-        nproc = self.config.dist.resolved_nproc_per_node()
-        if self.config.dist.world_size() > 1 and not launch.already_launched():
-            launch.spawn(train_worker, args, nproc=nproc, log_dir=self.run_dir / "logs")
+        world = launch.topology(self.config.dist)
+        if world.spawns:
+            launch.spawn(train_worker, args, nproc=world.nproc_per_node,
+                         log_dir=self.run_dir / "logs")
         else:
             train_worker(*args)
 
@@ -182,7 +212,7 @@ class Run:
     def summary(self) -> dict:
         cfg = self.config
         vocab = self._vocab_size(data_lib.tokenizer_info(cfg.data).vocab_size)
-        shard = cfg.dist.param_shard_degree()
+        shard = cfg.dist.param_shard_degree(launch.topology(cfg.dist).world_size)
         return summarize(cfg.model, cfg.model.build_config(vocab),
                          sequence_length=cfg.data.sequence_length, shard_degree=shard)
 
@@ -228,6 +258,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
     train, seq_len = cfg.train, cfg.data.sequence_length
 
     launch.init_distributed(cfg.dist, seed=train.seed)
+    world = launch.topology(cfg.dist)
     if get_rank() == 0:
         _log_to_file(run_dir / "train.log")
     manifest = data_lib.prepare(cfg.data)  # reuses what the launching process prepared
@@ -236,13 +267,14 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
     model_config = cfg.model.build_config(cfg.model.padded_vocab_size(manifest.vocab_size))
     model_config.init_seed = train.seed
     summary = summarize(cfg.model, model_config, sequence_length=seq_len,
-                        shard_degree=cfg.dist.param_shard_degree())
+                        shard_degree=cfg.dist.param_shard_degree(world.world_size))
     if get_rank() == 0:
         (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
         log.info("model:\n%s", format_summary(summary))
 
     # train + dist groups -> train module (parallelizes and initializes the meta-device model)
-    train_module = train.train_module_config(sequence_length=seq_len, dist=cfg.dist).build(
+    train_module = train.train_module_config(sequence_length=seq_len, dist=cfg.dist,
+                                             world=world).build(
         model_config.build(init_device="meta")
     )
 
@@ -261,7 +293,8 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         # dist/rank_state_bytes vs dist/unsharded_state_bytes: what sharding saves, per rank.
         "dist_memory": DistMemoryCallback(),
         "generation": GenerationCallback(
-            config=cfg.generate,
+            config=dataclasses.replace(cfg.generate,
+                                       interval=min(cfg.generate.interval, train.max_steps)),
             tokenizer=data_lib.load_tokenizer(manifest),
             eos_token_id=manifest.eos_token_id,
             path=run_dir / "generations.jsonl",

@@ -10,17 +10,109 @@ Three ways a rank comes to exist, all ending in the same worker:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from olmo_exp.dist import DistConfig, Strategy, fsdp_hooks, launcher_env
+from olmo_exp.dist import DistConfig, Strategy, fsdp_hooks
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LauncherEnv:
+    """What an outside launcher (torchrun, SLURM/submitit tasks) says about the job's ranks."""
+
+    kind: str
+    world_size: int
+    local_world_size: int
+    num_nodes: int
+
+
+def launcher_env(env: Mapping[str, str] = os.environ) -> LauncherEnv | None:
+    """The rank layout set by torchrun or a SLURM/submitit task, or None when nothing started us."""
+    if "RANK" in env and "WORLD_SIZE" in env:  # torchrun, or a task that already exported
+        world = int(env["WORLD_SIZE"])
+        local = int(env.get("LOCAL_WORLD_SIZE", world))
+        return LauncherEnv("torchrun", world, local, int(env.get("NUM_NODES", max(world // local, 1))))
+    # A SLURM step with several tasks: each task is one rank. SLURM_STEP_NUM_TASKS (set by srun)
+    # rather than SLURM_NTASKS, so that `python run.py` typed into an sbatch script with
+    # --ntasks=N (one process) still starts its own ranks instead of waiting for N-1 that never come.
+    if "SLURM_PROCID" in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
+        world = int(env["SLURM_NTASKS"])
+        nodes = int(env.get("SLURM_JOB_NUM_NODES", "1"))
+        return LauncherEnv("slurm", world, world // nodes, nodes)
+    # hydra's submitit_local launcher with tasks_per_node > 1 (one node).
+    if "SUBMITIT_LOCAL_GLOBALID" in env and int(env.get("SUBMITIT_LOCAL_NTASKS", "1")) > 1:
+        world = int(env["SUBMITIT_LOCAL_NTASKS"])
+        return LauncherEnv("submitit_local", world, world, 1)
+    return None
+
+
+@dataclass(frozen=True)
+class Host:
+    """What this process found when it first looked: an outside launcher's ranks and the GPUs."""
+
+    launched: LauncherEnv | None
+    gpus: int
+
+
+@functools.cache
+def host() -> Host:
+    """Read once per process: the launcher's env is fixed when a rank starts, and what
+    init_distributed later exports for olmo-core (RANK, WORLD_SIZE) must not change the answer."""
+    import torch
+
+    return Host(launched=launcher_env(), gpus=torch.cuda.device_count())
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The world of one job as this process sees it: ranks per node, nodes, devices."""
+
+    nproc_per_node: int
+    nodes: int
+    world_size: int
+    gpus: int
+    """GPUs visible on this node (0 = CPU ranks over gloo)."""
+    launched: LauncherEnv | None
+    """The outside launcher that made the ranks, or None (run.py makes them itself)."""
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpus > 0
+
+    @property
+    def spawns(self) -> bool:
+        """run.py must start the ranks itself."""
+        return self.launched is None and self.world_size > 1
+
+
+def resolve_topology(cfg: DistConfig, host: Host) -> Topology:
+    """A pure function of the dist config and the host: a null ``nproc_per_node`` is what the
+    launcher started, else 1 for dist=single and one rank per GPU (1 on CPU) for ddp/fsdp/hsdp."""
+    launched = host.launched
+    if launched is not None:
+        return Topology(launched.local_world_size, launched.num_nodes, launched.world_size,
+                        host.gpus, launched)
+    if cfg.nproc_per_node is not None:
+        nproc = cfg.nproc_per_node
+    elif cfg.strategy == Strategy.single:
+        nproc = 1
+    else:
+        nproc = max(host.gpus, 1)
+    return Topology(nproc, cfg.nodes, cfg.nodes * nproc, host.gpus, None)
+
+
+def topology(cfg: DistConfig) -> Topology:
+    """This process's world for ``cfg`` (the host is read once per process)."""
+    return resolve_topology(cfg, host())
 
 
 class RankFailedError(RuntimeError):
@@ -34,9 +126,20 @@ _saved_timeouts: dict[str, Any] = {}
 _exit_stack: contextlib.ExitStack | None = None
 
 
+def lone_rank_notice(cfg: DistConfig, world: Topology) -> str | None:
+    """A data-parallel strategy that resolved to one rank shards nothing: say so, and how to get more."""
+    if (cfg.strategy == Strategy.single or cfg.nproc_per_node is not None
+            or world.launched is not None or world.world_size != 1):
+        return None
+    devices = "1 GPU" if world.on_gpu else "no GPU"
+    return (f"dist={cfg.strategy.value}: world size 1 ({devices} on this host), so nothing is "
+            "sharded or replicated; for more ranks set dist.nproc_per_node=N (run.py starts them) "
+            "or start with torchrun --nproc_per_node N")
+
+
 def already_launched() -> bool:
     """True inside torchrun-, SLURM- or submitit-started ranks."""
-    return launcher_env() is not None
+    return host().launched is not None
 
 
 def _set_env(key: str, value: str, *, override: bool = True) -> None:
@@ -50,14 +153,12 @@ def _threads_per_rank(local_ranks: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(local_ranks, 1))
 
 
-def backend_for(cfg: DistConfig) -> str | None:
+def backend_for(cfg: DistConfig, world: Topology) -> str | None:
     """olmo-core backend string: None for one plain process, gloo on CPU, nccl + gloo on GPU."""
-    if cfg.strategy == Strategy.single and cfg.world_size() == 1:
+    if cfg.strategy == Strategy.single and world.world_size == 1:
         return None
-    import torch
-
     # olmo-core's default "cpu:gloo,cuda:nccl" calls torch.cuda.set_device: CPU-only hosts need "gloo".
-    return "cuda:nccl,cpu:gloo" if torch.cuda.is_available() else "gloo"
+    return "cuda:nccl,cpu:gloo" if world.on_gpu else "gloo"
 
 
 def init_distributed(cfg: DistConfig, *, seed: int) -> None:
@@ -67,8 +168,9 @@ def init_distributed(cfg: DistConfig, *, seed: int) -> None:
     import torch.distributed.distributed_c10d as c10d
     from olmo_core.train import prepare_training_environment
 
-    launched = launcher_env()
-    local_ranks = launched.local_world_size if launched else cfg.resolved_nproc_per_node()
+    world = topology(cfg)
+    launched = world.launched
+    local_ranks = world.nproc_per_node
     # olmo-core sets 8 threads when unset: oversubscribes small hosts. torch is already imported
     # here, so the env var alone would not take effect in this process.
     _set_env("OMP_NUM_THREADS", str(_threads_per_rank(local_ranks)), override=False)
@@ -88,7 +190,7 @@ def init_distributed(cfg: DistConfig, *, seed: int) -> None:
     # All ranks share the run dir's filesystem (one checkpoint/data-index dir).
     _set_env("OLMO_SHARED_FS", "1")
 
-    backend = backend_for(cfg)
+    backend = backend_for(cfg, world)
     timeout = timedelta(seconds=cfg.timeout_s)
     if backend is not None:
         # olmo-core's extra groups (bookkeeping, checkpointing) are made with new_group() and no
@@ -112,7 +214,7 @@ def init_distributed(cfg: DistConfig, *, seed: int) -> None:
             root.addHandler(h)
 
     _exit_stack = contextlib.ExitStack()
-    _exit_stack.enter_context(fsdp_hooks(cfg))
+    _exit_stack.enter_context(fsdp_hooks(cfg, on_gpu=world.on_gpu))
     if backend is not None:
         log.info("joined %s process group (timeout %ds, %s threads per rank)", backend,
                  cfg.timeout_s, os.environ["OMP_NUM_THREADS"])

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from olmo_core.train.callbacks import LMEvaluatorCallbackConfig
     from olmo_core.train.train_module import TransformerTrainModuleConfig
 
+    from olmo_exp.launch import Topology
+
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +49,8 @@ class TrainConfig:
         for key in ("max_steps", "global_batch_size", "micro_batch_size", "lr",
                     "checkpoint_interval", "log_interval", "eval_batches"):
             positive(f"train.{key}", getattr(self, key))
+        # warmup and intervals larger than the run are capped at max_steps (see capped()), so
+        # that shortening a run needs no other edit; only values wrong on their own fail here.
         for key in ("weight_decay", "warmup_steps", "max_grad_norm", "eval_interval", "seed"):
             non_negative(f"train.{key}", getattr(self, key))
         if self.global_batch_size % self.micro_batch_size != 0:
@@ -54,16 +58,17 @@ class TrainConfig:
                 "train.global_batch_size", self.global_batch_size,
                 f"must be a multiple of train.micro_batch_size={self.micro_batch_size}",
             )
-        if self.warmup_steps > self.max_steps:
-            raise ConfigError("train.warmup_steps", self.warmup_steps,
-                              f"must be <= train.max_steps={self.max_steps}")
         if self.stop_at_step is not None and not 0 < self.stop_at_step <= self.max_steps:
             raise ConfigError("train.stop_at_step", self.stop_at_step,
                               f"must be null or in 1..train.max_steps={self.max_steps}")
 
+    def capped(self, key: str) -> int:
+        """``train.<key>`` (warmup or an interval) as this run uses it: at most ``max_steps``;
+        an interval of 0 (off) stays 0."""
+        return min(getattr(self, key), self.max_steps)
 
-    def train_module_config(self, *, sequence_length: int,
-                            dist: DistConfig) -> TransformerTrainModuleConfig:
+    def train_module_config(self, *, sequence_length: int, dist: DistConfig,
+                            world: Topology) -> TransformerTrainModuleConfig:
         """olmo-core's train module: AdamW + cosine schedule, parallelism from the dist group."""
         from olmo_core.optim import AdamWConfig, CosWithWarmup, OptimGroupOverride
         from olmo_core.train.train_module import TransformerTrainModuleConfig
@@ -80,10 +85,10 @@ class TrainConfig:
                     OptimGroupOverride(params=["embeddings.weight"], opts=dict(weight_decay=0.0))
                 ],
             ),
-            scheduler=CosWithWarmup(warmup=self.warmup_steps),
+            scheduler=CosWithWarmup(warmup=self.capped("warmup_steps")),
             max_grad_norm=self.max_grad_norm,
-            compile_model=dist.compile_enabled(),
-            dp_config=dist.dp_config(),
+            compile_model=dist.compile_enabled(world.on_gpu),
+            dp_config=dist.dp_config(world.world_size),
             ac_config=dist.ac_config(),
         )
 
@@ -99,7 +104,7 @@ class TrainConfig:
 
         stock = {
             "checkpointer": CheckpointerCallback(
-                save_interval=self.checkpoint_interval,
+                save_interval=self.capped("checkpoint_interval"),
                 save_async=False,
                 # An lr=0 step-0 checkpoint perturbs the optimizer state: skip it.
                 pre_train_checkpoint=False,
@@ -122,10 +127,11 @@ class TrainConfig:
         from olmo_core.train import Duration
         from olmo_core.train.callbacks import LMEvaluatorCallbackConfig
 
+        interval = self.capped("eval_interval")
         return LMEvaluatorCallbackConfig(
             eval_dataset=eval_dataset,
-            eval_interval=self.eval_interval,
-            eval_on_finish=(self.stop_at_step or self.max_steps) % self.eval_interval != 0,
+            eval_interval=interval,
+            eval_on_finish=(self.stop_at_step or self.max_steps) % interval != 0,
             eval_duration=Duration.steps(self.eval_batches),
         )
 

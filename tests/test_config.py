@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from olmo_exp.experiment import RunConfig
+from olmo_exp.launch import Host
 from olmo_exp.schema import register
 from olmo_exp.validation import ConfigError
 
@@ -17,6 +18,9 @@ CONF = REPO / "conf"
 GROUPS = ["model", "model/lws", "dist", "data", "train"]
 
 register()
+
+# Config checks against a fixed host (nothing launched, no GPU), whatever machine runs the tests.
+CPU_HOST = Host(launched=None, gpus=0)
 
 
 def compose_run(*overrides: str) -> RunConfig:
@@ -31,7 +35,7 @@ def assert_one_line_error(overrides: list[str], key: str) -> None:
     """The composed config fails validation with one line that starts with ``key=value``."""
     config = compose_run(*overrides)
     with pytest.raises(ConfigError) as err:
-        config.validate()
+        config.validate(CPU_HOST)
     assert err.value.key == key
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{key}=")
@@ -52,7 +56,7 @@ def test_every_option_composes_and_validates(group: str, option: str, tmp_path: 
     if group == "dist" and option in ("ddp", "fsdp", "hsdp"):
         overrides.append("dist.nproc_per_node=2")
     config = compose_run(*overrides)
-    config.validate()
+    config.validate(CPU_HOST)
     if group == "model":
         assert config.model.name == option
     if group == "data":

@@ -22,16 +22,11 @@ from typing import Any
 
 import pytest
 from conftest import REPO, TINY, losses, read_jsonl
-from test_config import assert_one_line_error, compose_run
+from test_config import CPU_HOST, assert_one_line_error, compose_run
 
 from olmo_exp import launch
-from olmo_exp.dist import (
-    DistConfig,
-    ShardStrategy,
-    Strategy,
-    fsdp_hooks,
-    launcher_env,
-)
+from olmo_exp.dist import DistConfig, ShardStrategy, Strategy, fsdp_hooks
+from olmo_exp.launch import Host, Topology, launcher_env, resolve_topology
 from olmo_exp.validation import ConfigError
 
 # Small enough that 2 ranks on 2 cores spend their time in the real code paths, not in matmuls.
@@ -122,7 +117,7 @@ def test_invalid_combination_is_one_line(overrides: list[str], key: str) -> None
     ],
 )
 def test_valid_combinations(overrides: list[str]) -> None:
-    compose_run(*overrides).validate()
+    compose_run(*overrides).validate(CPU_HOST)
 
 
 def test_cli_rejects_invalid_combination_before_any_rank(run_cli, tmp_path: Path) -> None:
@@ -137,26 +132,38 @@ def test_cli_rejects_invalid_combination_before_any_rank(run_cli, tmp_path: Path
     assert "default_role" not in proc.stdout + proc.stderr  # torch elastic never started
 
 
+def cpu_world(nproc: int = 1) -> Topology:
+    return Topology(nproc_per_node=nproc, nodes=1, world_size=nproc, gpus=0, launched=None)
+
+
+def gpu_world(nproc: int = 1) -> Topology:
+    return Topology(nproc_per_node=nproc, nodes=1, world_size=nproc, gpus=nproc, launched=None)
+
+
 def test_olmo_core_mapping() -> None:
     from olmo_core.config import DType
     from olmo_core.distributed.parallel import DataParallelType
 
-    assert DistConfig().dp_config() is None and DistConfig().ac_config() is None
-    fsdp = DistConfig(strategy=Strategy.fsdp, nproc_per_node=2, mixed_precision=True).dp_config()
+    assert DistConfig().dp_config(1) is None and DistConfig().ac_config() is None
+    fsdp = DistConfig(strategy=Strategy.fsdp, nproc_per_node=2, mixed_precision=True).dp_config(2)
     assert fsdp is not None and fsdp.name == DataParallelType.fsdp
     assert fsdp.param_dtype == DType.bfloat16 and fsdp.reduce_dtype == DType.float32
-    hsdp = DistConfig(strategy=Strategy.hsdp, nproc_per_node=4, num_replicas=2).dp_config()
+    hsdp = DistConfig(strategy=Strategy.hsdp, nproc_per_node=4, num_replicas=2).dp_config(4)
     assert hsdp is not None and (hsdp.name, hsdp.num_replicas, hsdp.shard_degree) == (
         DataParallelType.hsdp, 2, 2)
-    ddp = DistConfig(strategy=Strategy.ddp, nproc_per_node=2).dp_config()
+    ddp = DistConfig(strategy=Strategy.ddp, nproc_per_node=2).dp_config(2)
     assert ddp is not None and ddp.name == DataParallelType.ddp and ddp.param_dtype is None
     assert DistConfig(activation_checkpointing=True).ac_config() is not None
-    assert DistConfig(strategy=Strategy.fsdp, compile=None).compile_enabled() is False  # CPU
+    fsdp_cfg = DistConfig(strategy=Strategy.fsdp, compile=None)
+    assert fsdp_cfg.compile_enabled(on_gpu=False) is False
+    assert fsdp_cfg.compile_enabled(on_gpu=True) is True
+    assert DistConfig(compile=True).compile_enabled(on_gpu=False) is False  # olmo-core: CUDA only
     assert DistConfig(strategy=Strategy.fsdp).resolved_shard_strategy() == ShardStrategy.FULL_SHARD
-    assert DistConfig(strategy=Strategy.fsdp, nproc_per_node=2).param_shard_degree() == 2
-    assert DistConfig(strategy=Strategy.ddp, nproc_per_node=2).param_shard_degree() == 1
-    assert launch.backend_for(DistConfig()) is None
-    assert launch.backend_for(DistConfig(strategy=Strategy.fsdp)) == "gloo"
+    assert DistConfig(strategy=Strategy.fsdp, nproc_per_node=2).param_shard_degree(2) == 2
+    assert DistConfig(strategy=Strategy.ddp, nproc_per_node=2).param_shard_degree(2) == 1
+    assert launch.backend_for(DistConfig(), cpu_world()) is None
+    assert launch.backend_for(DistConfig(strategy=Strategy.fsdp), cpu_world()) == "gloo"
+    assert launch.backend_for(DistConfig(strategy=Strategy.fsdp), gpu_world(2)) == "cuda:nccl,cpu:gloo"
 
 
 def test_fsdp_hook_patches_only_when_needed_and_restores() -> None:
@@ -164,47 +171,97 @@ def test_fsdp_hook_patches_only_when_needed_and_restores() -> None:
     import olmo_core.nn.transformer.model as model
 
     original = model.fully_shard
-    with fsdp_hooks(DistConfig(strategy=Strategy.fsdp)):
+    with fsdp_hooks(DistConfig(strategy=Strategy.fsdp), on_gpu=False):
         assert model.fully_shard is original  # FULL_SHARD: olmo-core untouched
     sgo = DistConfig(strategy=Strategy.fsdp, shard_strategy=ShardStrategy.SHARD_GRAD_OP,
                      cpu_offload=True)
-    assert sgo.fsdp_overrides()["reshard_after_forward"] is False
-    assert sgo.fsdp_overrides()["offload_policy"].pin_memory is False  # no accelerator here
-    with fsdp_hooks(sgo):
+    assert sgo.fsdp_overrides(on_gpu=False)["reshard_after_forward"] is False
+    assert sgo.fsdp_overrides(on_gpu=False)["offload_policy"].pin_memory is False  # no accelerator
+    assert sgo.fsdp_overrides(on_gpu=True)["offload_policy"].pin_memory is True
+    with fsdp_hooks(sgo, on_gpu=False):
         assert model.fully_shard is not original and block.fully_shard is model.fully_shard
     assert model.fully_shard is original and block.fully_shard is original
 
 
-def test_launcher_detection(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert launcher_env() is None and not launch.already_launched()
-    cfg = DistConfig(strategy=Strategy.fsdp)
-    assert cfg.world_size() == 1  # CPU, nothing launched: one process
+def test_launcher_detection() -> None:
+    assert launcher_env({}) is None
+    fsdp = DistConfig(strategy=Strategy.fsdp)
+    assert resolve_topology(fsdp, CPU_HOST).world_size == 1  # CPU, nothing launched: one process
 
     # torchrun --nproc_per_node 2: the launcher's layout wins over the null config
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    assert launch.already_launched()
-    assert (cfg.resolved_nproc_per_node(), cfg.world_size()) == (2, 2)
-    cfg.validate(global_batch_size=4, micro_batch_size=2)
+    torchrun = Host(launcher_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}), gpus=0)
+    world = resolve_topology(fsdp, torchrun)
+    assert (world.launched.kind, world.nproc_per_node, world.world_size) == ("torchrun", 2, 2)
+    assert not world.spawns
+    fsdp.validate_world(world)
     with pytest.raises(ConfigError, match="dist.nproc_per_node=4 .*torchrun started 2"):
-        DistConfig(strategy=Strategy.fsdp, nproc_per_node=4).validate(
-            global_batch_size=16, micro_batch_size=2)
+        cfg = DistConfig(strategy=Strategy.fsdp, nproc_per_node=4)
+        cfg.validate_world(resolve_topology(cfg, torchrun))
     with pytest.raises(ConfigError, match="dist.strategy='single'"):
-        DistConfig().validate(global_batch_size=4, micro_batch_size=2)
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(key)
+        DistConfig().validate_world(resolve_topology(DistConfig(), torchrun))
 
     # a SLURM step with 4 tasks on 2 nodes: each task is a rank
-    monkeypatch.setenv("SLURM_PROCID", "0")
-    monkeypatch.setenv("SLURM_NTASKS", "4")
-    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
-    assert not launch.already_launched()  # sbatch script, one process: not a step of 4 tasks
-    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
-    env = launcher_env()
+    slurm = {"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_JOB_NUM_NODES": "2"}
+    assert launcher_env(slurm) is None  # sbatch script, one process: not a step of 4 tasks
+    env = launcher_env({**slurm, "SLURM_STEP_NUM_TASKS": "4"})
     assert env is not None and (env.kind, env.world_size, env.local_world_size, env.num_nodes) == (
         "slurm", 4, 2, 2)
-    DistConfig(strategy=Strategy.fsdp, nodes=2).validate(global_batch_size=8, micro_batch_size=2)
+    two_nodes = DistConfig(strategy=Strategy.fsdp, nodes=2)
+    two_nodes.validate_world(resolve_topology(two_nodes, Host(env, gpus=0)))
+
+
+@pytest.mark.parametrize("gpus", [0, 1, 8])
+def test_null_nproc_single_is_one_rank_others_take_every_gpu(gpus: int) -> None:
+    host = Host(launched=None, gpus=gpus)
+    assert resolve_topology(DistConfig(), host).world_size == 1
+    for strategy in (Strategy.ddp, Strategy.fsdp, Strategy.hsdp):
+        world = resolve_topology(DistConfig(strategy=strategy), host)
+        assert (world.nproc_per_node, world.world_size) == (max(gpus, 1), max(gpus, 1))
+        assert world.spawns == (gpus > 1)
+    assert resolve_topology(DistConfig(strategy=Strategy.fsdp, nproc_per_node=2), host).world_size == 2
+
+
+@pytest.fixture
+def fresh_host():
+    """launch.host() is read once per process: let a test read it again, and forget it after."""
+    launch.host.cache_clear()
+    yield
+    launch.host.cache_clear()
+
+
+def test_default_command_validates_on_a_multi_gpu_host(monkeypatch: pytest.MonkeyPatch,
+                                                        fresh_host) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    compose_run().validate()  # `python run.py` on 8 GPUs: dist=single trains on one of them
+    assert launch.topology(compose_run().dist).world_size == 1
+    fsdp = compose_run("dist=fsdp", "train.global_batch_size=16", "train.micro_batch_size=2").dist
+    assert launch.topology(fsdp).world_size == 8  # dist=fsdp takes the whole node
+    with pytest.raises(ConfigError, match="dist.nproc_per_node=9 .*8 GPU"):
+        compose_run("dist=fsdp", "dist.nproc_per_node=9").validate()
+
+
+def test_host_is_read_once_per_process(monkeypatch: pytest.MonkeyPatch, fresh_host) -> None:
+    first = launch.host()
+    assert first.launched is None
+    # What init_distributed exports for olmo-core later in the process changes nothing.
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert launch.host() is first and not launch.already_launched()
+
+
+def test_one_rank_fsdp_says_so_once(run_cli, tmp_path: Path) -> None:
+    notice = launch.lone_rank_notice(DistConfig(strategy=Strategy.fsdp), cpu_world())
+    assert notice is not None and "world size 1" in notice
+    assert "dist.nproc_per_node=N" in notice and "torchrun --nproc_per_node N" in notice
+    assert launch.lone_rank_notice(DistConfig(strategy=Strategy.fsdp), cpu_world(2)) is None
+    assert launch.lone_rank_notice(DistConfig(strategy=Strategy.fsdp, nproc_per_node=1),
+                                   cpu_world()) is None  # asked for explicitly
+    assert launch.lone_rank_notice(DistConfig(), cpu_world()) is None
+    proc = run_cli("dist=fsdp", "dry_run=true", run_dir=tmp_path / "dry",
+                   env={"CUDA_VISIBLE_DEVICES": ""})
+    assert (proc.stdout + proc.stderr).count(notice) == 1
 
 
 def test_shared_run_id_names_one_launch_identically(monkeypatch: pytest.MonkeyPatch) -> None:
