@@ -1,9 +1,12 @@
 """olmo-exp entry point: compose the config groups, build the run object, run it."""
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from olmo_exp.schema import register
+from olmo_exp.schema import check_command_line, register
 
 register()
 
@@ -16,4 +19,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    # Unknown keys and group options in any override form: one line, exit 2, before Hydra runs.
+    check_command_line(sys.argv[1:], Path(__file__).resolve().parent / "conf")
     main()

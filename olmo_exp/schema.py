@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
@@ -12,6 +19,7 @@ from olmo_exp.launch import shared_run_id
 from olmo_exp.lws import LWSConfig
 from olmo_exp.model import ModelConfig
 from olmo_exp.train import TrainConfig
+from olmo_exp.validation import ConfigError
 
 
 def register() -> None:
@@ -24,3 +32,149 @@ def register() -> None:
     cs.store(group="dist", name="dist_schema", node=DistConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="train", name="train_schema", node=TrainConfig)
+
+
+class UnknownOverrideError(ConfigError):
+    """An override names a key or a group option that the structured configs do not have."""
+
+    def __init__(self, override: str, key: str, what: str, valid: str):
+        ValueError.__init__(self, f"{override}: {what}; {valid}")
+        self.key, self.value, self.valid = key, override, valid
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass a field holds (Optional[...] unwrapped), or None for anything else."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
+def unknown_key(key: str, schema: type = RunConfig) -> tuple[str, list[str]] | None:
+    """None if ``key`` (dotted) exists in the structured configs, else (the part that does not
+    exist, the keys valid at that place)."""
+    cls: type | None = schema
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if cls is None:  # a dict, list or Any value: its items are not part of the schema
+            return None
+        fields = _field_types(cls)
+        if part not in fields:
+            return ".".join(parts[: i + 1]), list(fields)
+        tp = fields[part]
+        cls = _dataclass_of(tp)
+        if cls is None and i + 1 < len(parts) and not _is_container(tp):
+            return ".".join(parts[: i + 2]), []
+    return None
+
+
+def _is_container(tp: Any) -> bool:
+    origins = {typing.get_origin(a) or a for a in (tp, *typing.get_args(tp))}
+    return bool(origins & {dict, list, tuple, typing.Any})
+
+
+def check_overrides(overrides: list[str], conf_dir: str | Path,
+                    extra_dirs: list[str] | None = None) -> None:
+    """Every override that names a key or group option outside the configs, whatever its form
+    (``key=v``, ``+key=v``, ``++key=v``, ``~key``, ``group=option``, sweeps): one ConfigError.
+
+    Hydra itself rejects a plain ``key=v`` for an unknown key, but ``+``/``++`` add keys even to
+    structured configs, where they would be saved and silently ignored. Hydra's own settings
+    (``hydra.*``, ``hydra/...``) are left to Hydra; a malformed override too (it reports those).
+    """
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.object_type import ObjectType
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException:
+        return
+    search_path = create_config_search_path(str(Path(conf_dir).resolve()))
+    for extra in extra_dirs or []:
+        search_path.append("command-line", f"file://{Path(extra).resolve()}")
+    repo = ConfigRepository(config_search_path=search_path)
+    schema = OmegaConf.structured(RunConfig)
+
+    def groups(parent: str = "") -> list[str]:
+        names = [f"{parent}/{g}" if parent else g
+                 for g in repo.get_group_options(parent, ObjectType.GROUP)]
+        return [n for g in names if g != "hydra" for n in (g, *groups(g))]
+
+    for override in parsed:
+        key = override.key_or_group
+        line = override.input_line or key
+        if repo.group_exists(key):  # Hydra's own groups too (hydra/launcher=...)
+            if override.is_delete() or override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+                continue  # Hydra matches globs against the options itself
+            options = sorted(o for o in repo.get_group_options(key, ObjectType.CONFIG)
+                             if not o.endswith("_schema"))  # our schemas are not choices
+            value = override.value()
+            if override.is_discrete_sweep():
+                values = list(override.sweep_string_iterator())
+            else:
+                values = value if isinstance(value, list) else [value]
+            for value in values:
+                if isinstance(value, str) and value not in options:
+                    raise UnknownOverrideError(line, key, f"{key} has no option {value!r}",
+                                               f"valid: {', '.join(options)}")
+            continue
+        if override.is_hydra_override() or key == "hydra":
+            continue  # Hydra's settings: Hydra checks them (and ++hydra.job.env_set.X is legal)
+        if "/" in key:
+            raise UnknownOverrideError(line, key, f"{key} is not a config group",
+                                       f"groups: {', '.join(groups())}")
+        missing = unknown_key(key)
+        if missing is not None:
+            raise _unknown_key_error(line, *missing, groups=groups)
+        if not (override.is_delete() or override.is_sweep_override()):
+            _check_type(schema, key, override.value())
+
+
+def _unknown_key_error(line: str, name: str, valid: list[str],
+                       groups: typing.Callable[[], list[str]]) -> UnknownOverrideError:
+    parent, _, last = name.rpartition(".")
+    what = f"{name} is not a config key"
+    if not valid:
+        return UnknownOverrideError(line, name, what, f"{parent} is a value, not a config node")
+    close = difflib.get_close_matches(last, valid, n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    if not parent:
+        return UnknownOverrideError(line, name, what, f"{hint}valid: top-level keys "
+                                    f"({', '.join(valid)}) and groups ({', '.join(groups())})")
+    return UnknownOverrideError(line, name, what, f"{hint}keys of {parent}: {', '.join(valid)}")
+
+
+def _check_type(schema: Any, key: str, value: Any) -> None:
+    """A value the key's type cannot hold (``model.d_model=big``, ``dist.strategy=fdsp``)."""
+    from omegaconf.errors import ValidationError
+
+    try:
+        OmegaConf.update(schema, key, value, merge=True)
+    except ValidationError as e:
+        reason = str(e).splitlines()[0]
+        raise ConfigError(key, value, reason[:1].lower() + reason[1:]) from None
+
+
+def check_command_line(argv: list[str], conf_dir: str | Path) -> None:
+    """run.py's command line, before Hydra composes anything: one line and exit 2 if an override
+    names an unknown key or group option (nothing is written; no run directory is made)."""
+    from hydra._internal.utils import get_args_parser
+
+    args, rest = get_args_parser().parse_known_args(argv)
+    overrides = [*args.overrides, *(a for a in rest if not a.startswith("-"))]
+    try:
+        check_overrides(overrides, conf_dir, [args.config_dir] if args.config_dir else None)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

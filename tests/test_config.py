@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from olmo_exp.experiment import RunConfig
 from olmo_exp.launch import Host
-from olmo_exp.schema import register
+from olmo_exp.schema import check_overrides, register
 from olmo_exp.validation import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +23,8 @@ register()
 CPU_HOST = Host(launched=None, gpus=0)
 
 
-def compose_run(*overrides: str) -> RunConfig:
+def compose_run(*overrides: str, extra_dir: Path | None = None) -> RunConfig:
+    overrides = (f"hydra.searchpath=[file://{extra_dir}]", *overrides) if extra_dir else overrides
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = compose(config_name="config", overrides=list(overrides))
     config = OmegaConf.to_object(cfg)
@@ -103,15 +104,101 @@ def test_validation_errors_name_the_key(overrides: list[str], key: str) -> None:
     assert_one_line_error(overrides, key)
 
 
+TRAIN_KEYS = ("max_steps, global_batch_size, micro_batch_size, lr, weight_decay, warmup_steps, "
+              "max_grad_norm, checkpoint_interval, eval_interval, eval_batches, log_interval, "
+              "seed, stop_at_step")
+TOP_LEVEL = ("valid: top-level keys (model, dist, data, train, generate, wandb, dry_run) and "
+             "groups (data, dist, model, model/lws, train)")
+
+
 @pytest.mark.parametrize(
-    "override",
-    ["dist.strategy=fdsp", "dist.shard_strategy=FULL", "model.d_model=big", "train.typo_key=1",
-     "model=no_such_model"],
+    "override,message",
+    [
+        # every form of override that names a key: Hydra itself lets + and ++ add it (then ignored)
+        ("train.typo_key=1", f"train.typo_key=1: train.typo_key is not a config key; keys of train: {TRAIN_KEYS}"),
+        ("+train.typo_key=1", f"+train.typo_key=1: train.typo_key is not a config key; keys of train: {TRAIN_KEYS}"),
+        ("++train.typo_key=1", f"++train.typo_key=1: train.typo_key is not a config key; keys of train: {TRAIN_KEYS}"),
+        ("~train.typo_key", f"~train.typo_key: train.typo_key is not a config key; keys of train: {TRAIN_KEYS}"),
+        ("+train.typo_key=1,2", f"+train.typo_key=1,2: train.typo_key is not a config key; keys of train: {TRAIN_KEYS}"),
+        ("++train.warmup=3", "++train.warmup=3: train.warmup is not a config key; did you mean "
+                             f"train.warmup_steps? keys of train: {TRAIN_KEYS}"),
+        ("+typo=1", f"+typo=1: typo is not a config key; {TOP_LEVEL}"),
+        ("++typo=1", f"++typo=1: typo is not a config key; {TOP_LEVEL}"),
+        ("train.lr.x=1", "train.lr.x=1: train.lr.x is not a config key; train.lr is a value, not a config node"),
+        ("+model/typo=x", "+model/typo=x: model/typo is not a config group; groups: data, dist, model, model/lws, train"),
+        ("++model.lws.qkv_scalar=[1,2]", "++model.lws.qkv_scalar=[1,2]: model.lws.qkv_scalar is not a config "
+         "key; did you mean model.lws.qkv_scalars? keys of model.lws: name, qkv_scalars, fnn_scalars, "
+         "output_scalars, ffn_multiple_of"),
+        # a value the key's type cannot hold
+        ("dist.strategy=fdsp", "dist.strategy='fdsp' is invalid: invalid value 'fdsp', expected one of "
+                               "[single, ddp, fsdp, hsdp]"),
+        ("model.d_model=big", "model.d_model='big' is invalid: value 'big' of type 'str' could not be "
+                              "converted to Integer"),
+    ],
 )
-def test_typos_fail_at_compose(override: str) -> None:
-    with pytest.raises(Exception) as err:
-        compose_run(override)
-    assert override.split("=")[0].split(".")[-1] in str(err.value) or "no_such_model" in str(err.value)
+def test_unknown_keys_fail_in_every_override_form(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_overrides([override], CONF)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("override", ["model=no_such_model", "+model=no_such_model",
+                                      "dist=fsdp,no_such_model", "dist=dist_schema"])
+def test_misspelled_group_option_lists_only_real_options(override: str) -> None:
+    group = override.lstrip("+").split("=")[0]
+    with pytest.raises(ConfigError) as err:
+        check_overrides([override], CONF)
+    valid = str(err.value).split("; valid: ")[1]
+    assert valid.split(", ") == options(group)  # the conf/ presets, never the *_schema entries
+    assert str(err.value).startswith(f"{override}: {group} has no option ")
+
+
+@pytest.mark.parametrize("override", [
+    "++train.lr=1e-3", "~train.stop_at_step", "model=gqa_3kv,lws_tiny", "model/lws=openelm",
+    "model.lws.qkv_scalars=[0.5,1.0]", "dist.nproc_per_node=null", "train.max_steps=1,2",
+    "hydra.run.dir=out", "++hydra.job.env_set.FOO=1", "hydra/launcher=submitit_local",
+    "data.output_dir=${oc.env:HOME}/data",
+])
+def test_valid_override_forms_pass(override: str) -> None:
+    check_overrides([override], CONF)
+
+
+def test_adding_a_real_group_keeps_working(tmp_path: Path) -> None:
+    (tmp_path / "preset").mkdir()
+    (tmp_path / "preset" / "short.yaml").write_text("# @package _global_\ntrain:\n  max_steps: 5\n")
+    check_overrides(["+preset=short"], CONF, [str(tmp_path)])
+    with pytest.raises(ConfigError, match=r"^\+preset=long: preset has no option 'long'; valid: short$"):
+        check_overrides(["+preset=long"], CONF, [str(tmp_path)])
+    config = compose_run("+preset=short", extra_dir=tmp_path)
+    assert config.train.max_steps == 5
+
+
+def test_hydra_compose_rejects_plain_typos_itself() -> None:
+    """The compose API (notebooks, tests) still gets Hydra's own errors for the plain forms."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ValidationError
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_run("train.typo_key=1")
+    assert isinstance(err.value.__cause__, ConfigAttributeError)
+    assert "Key 'typo_key' not in 'TrainConfig'" in str(err.value.__cause__)
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_run("dist.strategy=fdsp")
+    assert isinstance(err.value.__cause__, ValidationError)
+    with pytest.raises(MissingConfigException, match="Could not find 'model/no_such_model'"):
+        compose_run("model=no_such_model")
+
+
+@pytest.mark.parametrize("args", [["++train.typo_key=1"], ["+train.typo_key=1,2", "-m"],
+                                  ["model=no_such_model"]])
+def test_cli_unknown_key_is_one_line_exit_2_nothing_written(run_cli, tmp_path: Path,
+                                                            args: list[str]) -> None:
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {args[0]}: ")
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no outputs/, no multirun/
 
 
 def test_cli_error_is_one_line_and_writes_nothing(run_cli, tmp_path: Path) -> None:
