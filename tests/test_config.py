@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from olmo_exp.experiment import RunConfig
-from olmo_exp.launch import Host
+from olmo_exp.launch import Host, Topology
 from olmo_exp.schema import check_overrides, register
 from olmo_exp.validation import ConfigError
 
@@ -89,7 +89,8 @@ def test_gqa_3kv_is_12_query_3_kv_heads() -> None:
         (["train.micro_batch_size=3"], "train.global_batch_size"),
         (["train.global_batch_size=0"], "train.global_batch_size"),
         (["train.checkpoint_interval=0"], "train.checkpoint_interval"),
-        (["train.warmup_steps=500"], "train.warmup_steps"),
+        (["train.warmup_steps=-1"], "train.warmup_steps"),
+        (["train.eval_interval=-5"], "train.eval_interval"),
         (["train.stop_at_step=101"], "train.stop_at_step"),
         (["data.sequence_length=4096"], "data.sequence_length"),
         (["data.sequence_length=0"], "data.sequence_length"),
@@ -102,6 +103,29 @@ def test_gqa_3kv_is_12_query_3_kv_heads() -> None:
 )
 def test_validation_errors_name_the_key(overrides: list[str], key: str) -> None:
     assert_one_line_error(overrides, key)
+
+
+def test_short_run_caps_warmup_and_intervals_at_its_length() -> None:
+    config = compose_run("train.max_steps=5")  # defaults: warmup 10, every interval 50
+    config.validate(CPU_HOST)
+    train = config.train
+    assert [train.capped(k) for k in ("warmup_steps", "checkpoint_interval", "eval_interval")] == [5] * 3
+    assert config.notices(cpu_world()) == [
+        "train.warmup_steps=10, train.checkpoint_interval=50, train.eval_interval=50, "
+        "generate.interval=50 capped at train.max_steps=5 (longer than the run)"
+    ]
+    module = train.train_module_config(sequence_length=64, dist=config.dist, world=cpu_world())
+    assert module.scheduler.warmup == 5
+    trainer = train.trainer_config(run_dir=Path("run"), callbacks={})
+    assert trainer.callbacks["checkpointer"].save_interval == 5
+    evaluator = train.evaluator_config(eval_dataset=None)
+    assert (evaluator.eval_interval, evaluator.eval_on_finish) == (5, False)  # once, at step 5
+    # a run as long as its warmup or longer is left alone and says nothing
+    assert compose_run("train.max_steps=100").notices(cpu_world()) == []
+
+
+def cpu_world(nproc: int = 1) -> Topology:
+    return Topology(nproc_per_node=nproc, nodes=1, world_size=nproc, gpus=0, launched=None)
 
 
 TRAIN_KEYS = ("max_steps, global_batch_size, micro_batch_size, lr, weight_decay, warmup_steps, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import TINY, losses, read_jsonl
 
 
@@ -31,6 +32,23 @@ def test_short_run_trains_and_leaves_its_files(run_cli, tmp_path: Path) -> None:
     assert summary["n_params"] > summary["n_non_embedding_params"] > 0
     assert summary["flops_per_token"] > 0
     assert (run_dir / ".hydra" / "config.yaml").exists()
+
+
+@pytest.mark.slow
+def test_run_shorter_than_warmup_and_intervals_trains(run_cli, tmp_path: Path) -> None:
+    """`train.max_steps=4` alone: warmup and every interval (10, 50) capped, each file at step 4."""
+    run_dir = tmp_path / "short"
+    defaults = ["train.warmup_steps=10", "train.checkpoint_interval=50", "train.eval_interval=50",
+                "generate.interval=50"]
+    proc = run_cli(*TINY, *defaults, "train.max_steps=4", run_dir=run_dir)
+    notice = ("train.warmup_steps=10, train.checkpoint_interval=50, train.eval_interval=50, "
+              "generate.interval=50 capped at train.max_steps=4 (longer than the run)")
+    assert (proc.stdout + proc.stderr).count(notice) == 1
+    assert sorted(losses(run_dir)) == [1, 2, 3, 4]
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step4"]
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records if "eval/lm/validation/CE loss" in r] == [4]
+    assert [g["step"] for g in read_jsonl(run_dir / "generations.jsonl")] == [4]
 
 
 def test_resume_equals_uninterrupted(run_cli, tmp_path: Path) -> None:
