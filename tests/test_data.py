@@ -533,3 +533,41 @@ def test_prepare_only_entry_point(tmp_path: Path) -> None:
     assert "12 articles" in done.stdout and "uint16, vocab 300" in done.stdout
     (root,) = [p for p in (tmp_path / "data").iterdir() if p.is_dir()]
     assert (root / MANIFEST).is_file()
+
+
+# Runs the real entry point after its imports (interpreter start-up is not what is timed).
+_TIMED_ENTRY = r"""
+import runpy, sys, time
+import datasets, huggingface_hub, olmo_exp.schema, olmo_exp.data.prep  # noqa: F401 — start-up
+sys.argv = ["olmo_exp.data", *sys.argv[1:]]
+t0 = time.perf_counter()
+try:
+    runpy.run_module("olmo_exp.data", run_name="__main__", alter_sys=True)
+finally:
+    print(f"ELAPSED {time.perf_counter() - t0:.2f}")
+"""
+
+
+@pytest.mark.parametrize("overrides", [["data=wiki"], ["data=files", "data.tokenizer=dolma2"]],
+                         ids=["hf-source", "hub-tokenizer"])
+def test_unreachable_hub_fails_at_once_with_one_line(tmp_path: Path, overrides: list[str]) -> None:
+    """No route to the hub (an unresolvable endpoint, as on this offline machine): one probe, not
+    ~30 s of retries, then the one-line error, exit 2, nothing written."""
+    jsonl = _write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "title": "t", "text": "some text"}])
+    if overrides[0] == "data=files":
+        overrides = [*overrides, f"data.path={jsonl}"]
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "OLMO_EXP_TOKENIZER")) and k != "TRANSFORMERS_OFFLINE"}
+    env.update(HF_ENDPOINT="https://huggingface.invalid", HF_HOME=str(tmp_path / "hf"),
+               OMP_NUM_THREADS="1")
+    args = [sys.executable, "-c", _TIMED_ENTRY, *overrides,
+            f"data.output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [done.stderr.strip().splitlines()[-1]], done.stderr[-3000:]
+    assert "https://huggingface.invalid) cannot be reached" in errors[0]
+    assert "Retrying" not in done.stderr
+    elapsed = float(done.stdout.split("ELAPSED")[-1])
+    assert elapsed < 5, f"took {elapsed:.1f}s to fail"
+    assert not (tmp_path / "out").exists()

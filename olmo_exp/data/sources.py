@@ -132,19 +132,14 @@ def clean_records(batch: list[Record]) -> list[Record]:
 # ---------------------------------------------------------------------------- hf / files
 
 
-def _hf_offline() -> bool:
-    from olmo_exp.data.tokenizer import _hf_offline as offline
-
-    return offline()
-
-
 def hf_offline_error(cfg: DataConfig) -> None:
-    """Offline, ``datasets`` would first retry the hub for ~23 s: fail at once instead."""
-    if _hf_offline():
-        raise DataError(
-            f"data.source=hf needs the Hugging Face hub but HF_HUB_OFFLINE is set: unset it, or use "
-            f"data.source=dump/files with a local copy of {cfg.hf_dataset}"
-        )
+    """Without the hub, ``datasets`` would first retry it for ~23 s: fail at once instead."""
+    from olmo_exp.data.hub import require_hub
+
+    require_hub(
+        f"data.source=hf streams {cfg.hf_dataset} from the Hugging Face hub",
+        f"use data.source=dump/files with a local copy of {cfg.hf_dataset}",
+    )
 
 
 def iter_hf(
