@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from olmo_core.train.callbacks import Callback
 from olmo_core.train.common import ReduceType
@@ -22,55 +23,79 @@ from olmo_exp.train import WandbConfig
 log = logging.getLogger(__name__)
 
 
+def _read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """(the whole JSON lines of a jsonl file, whether that was all of it): a torn last line (a
+    kill mid-write) is left out."""
+    if not path.exists():
+        return [], True
+    lines = path.read_text().splitlines()
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break  # only the last line can be torn; nothing after it was ever written
+    return records, len(records) == len(lines)
+
+
+def _write_records_atomic(path: Path, records: list[dict[str, Any]]) -> None:
+    """Replace the file in one rename: a kill at any moment leaves the old or the new content."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    os.replace(tmp, path)
+
+
+def truncate_to_step(path: Path, step: int) -> list[dict[str, Any]]:
+    """Keep the records up to ``step`` (the checkpoint training restarts from), drop the rest.
+
+    A run killed after step N and resumed from checkpoint C < N trains C+1..N again; without this
+    those steps would be recorded twice. Returns the records kept.
+    """
+    records, whole = _read_records(path)
+    kept = [r for r in records if r.get("step", 0) <= step]
+    if len(kept) < len(records) or not whole:
+        _write_records_atomic(path, kept)
+    return kept
+
+
 @dataclass
 class MetricsFileCallback(Callback):
     """Writes one JSON object per logged step (olmo-core's metric names) to ``metrics.jsonl``, rank 0.
 
-    olmo-core may log one step several times (e.g. eval or checkpoint metrics after the step's own);
-    those are merged into the step's single record.
+    The file is the truth at every moment (a kill leaves whole records): a step's record is appended
+    when the step is first logged; olmo-core may log one step again (eval or checkpoint metrics
+    after the step's own, the restored step after a resume), and those are merged into the step's
+    record by an atomic rewrite. At the start of training, records past the step training starts
+    from are dropped (they are trained and logged again).
     """
 
     path: Path = field(default_factory=lambda: Path("metrics.jsonl"))
     extra: dict[str, Any] = field(default_factory=dict)
     """Merged into the first record of this process (e.g. per-rank memory)."""
-    _pending: dict[str, Any] | None = None
-    _started: bool = False
+    _records: list[dict[str, Any]] = field(default_factory=list)
+
+    def pre_train(self) -> None:
+        from olmo_core.distributed.utils import get_rank
+
+        if get_rank() == 0:
+            self._records = truncate_to_step(self.path, self.trainer.global_step)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         from olmo_core.distributed.utils import get_rank
 
         if get_rank() != 0:
             return
-        if self._pending is not None and self._pending["step"] != step:
-            self._flush()
-        if self._pending is None:
-            first = self._take_last_record(step) if not self._started else {}
-            self._started = True
-            self._pending = {**first, "step": step, **self.extra}
-            self.extra = {}
-        self._pending.update({k: float(v) for k, v in metrics.items()})
-        self._pending["wall_time"] = time.time()
-
-    def _take_last_record(self, step: int) -> dict[str, Any]:
-        """A resumed run logs its first step (the checkpoint's) again: merge into that record."""
-        if not self.path.exists():
-            return {}
-        lines = self.path.read_text().splitlines(keepends=True)
-        if not lines or json.loads(lines[-1]).get("step") != step:
-            return {}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(lines[:-1]))
-        tmp.replace(self.path)
-        return json.loads(lines[-1])
-
-    def _flush(self) -> None:
-        if self._pending is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(self._pending) + "\n")
-            self._pending = None
-
-    def close(self) -> None:
-        self._flush()
+        values = {k: float(v) for k, v in metrics.items()}
+        if self._records and self._records[-1].get("step") == step:
+            self._records[-1].update(values, wall_time=time.time())
+            _write_records_atomic(self.path, self._records)
+            return
+        record = {"step": step, **self.extra, **values, "wall_time": time.time()}
+        self.extra = {}
+        self._records.append(record)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")  # one write: whole, or torn and dropped on resume
 
 
 @dataclass
@@ -109,12 +134,32 @@ class WandbLogCallback(Callback):
 
 @dataclass
 class GenerationCallback(Callback):
+    """Samples text every ``generate.interval`` steps and at the end, into ``generations.jsonl``.
+
+    Runs before the checkpointer (priority 2 > 1): a step's sample is on disk before its
+    checkpoint, so a run resumed from any checkpoint finds the samples up to it and (after the
+    records past it are dropped) writes each later one once.
+    """
+
+    priority: ClassVar[int] = 2
     config: GenerateConfig = field(default_factory=GenerateConfig)
     tokenizer: Any = None
     """Anything with ``encode(text) -> list[int]`` and ``decode(ids) -> str``."""
     eos_token_id: int | None = None
     path: Path = field(default_factory=lambda: Path("generations.jsonl"))
     _last_step: int = -1
+
+    def pre_train(self) -> None:
+        from olmo_core.distributed.utils import broadcast_object, get_rank
+
+        sampled_at_start = False
+        if get_rank() == 0:
+            start = self.trainer.global_step
+            kept = truncate_to_step(self.path, start)
+            sampled_at_start = bool(kept) and kept[-1].get("step") == start
+        # Every rank must agree: sampling is collective under FSDP.
+        if broadcast_object(sampled_at_start):
+            self._last_step = self.trainer.global_step  # resumed after the end: don't sample again
 
     def post_step(self) -> None:
         if self.config.interval > 0 and self.step % self.config.interval == 0:

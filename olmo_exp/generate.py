@@ -70,11 +70,17 @@ def generate_ids(
     seed: int = 0,
     device: torch.device | None = None,
 ) -> list[int]:
-    """Greedy (or temperature) decoding; identical on every rank, so FSDP ranks stay in step.
+    """Greedy (or temperature) decoding, called on every rank; returns the same tokens on each.
 
-    Sampling draws from its own generator, leaving the training RNG state untouched.
+    Under several ranks, rank 0 decides each token and broadcasts it: ranks computing their own
+    argmax could pick different tokens (a bf16 tie on GPUs) or stop at different lengths (an EOS
+    one rank sees), leaving them in different collectives, i.e. hung. Sampling draws from its own
+    generator, leaving the training RNG state untouched.
     """
     import torch
+    import torch.distributed as dist
+
+    lockstep = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     gen = torch.Generator(device=ids.device).manual_seed(seed)
@@ -87,6 +93,8 @@ def generate_ids(
                 nxt = torch.multinomial(probs, 1, generator=gen)
             else:
                 nxt = logits.argmax(dim=-1, keepdim=True)
+            if lockstep:
+                dist.broadcast(nxt, src=0)  # on the model's device: what the backend expects
             token = int(nxt.item())
             new.append(token)
             if token == eos_token_id:

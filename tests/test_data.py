@@ -533,3 +533,146 @@ def test_prepare_only_entry_point(tmp_path: Path) -> None:
     assert "12 articles" in done.stdout and "uint16, vocab 300" in done.stdout
     (root,) = [p for p in (tmp_path / "data").iterdir() if p.is_dir()]
     assert (root / MANIFEST).is_file()
+
+
+# Runs the real entry point after its imports (interpreter start-up is not what is timed).
+_TIMED_ENTRY = r"""
+import runpy, sys, time
+import datasets, huggingface_hub, olmo_exp.schema, olmo_exp.data.prep  # noqa: F401 — start-up
+sys.argv = ["olmo_exp.data", *sys.argv[1:]]
+t0 = time.perf_counter()
+try:
+    runpy.run_module("olmo_exp.data", run_name="__main__", alter_sys=True)
+finally:
+    print(f"ELAPSED {time.perf_counter() - t0:.2f}")
+"""
+
+
+@pytest.mark.parametrize("overrides", [["data=wiki"], ["data=files", "data.tokenizer=dolma2"]],
+                         ids=["hf-source", "hub-tokenizer"])
+def test_unreachable_hub_fails_at_once_with_one_line(tmp_path: Path, overrides: list[str]) -> None:
+    """No route to the hub (an unresolvable endpoint, as on this offline machine): one probe, not
+    ~30 s of retries, then the one-line error, exit 2, nothing written."""
+    jsonl = _write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "title": "t", "text": "some text"}])
+    if overrides[0] == "data=files":
+        overrides = [*overrides, f"data.path={jsonl}"]
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "OLMO_EXP_TOKENIZER")) and k != "TRANSFORMERS_OFFLINE"}
+    env.update(HF_ENDPOINT="https://huggingface.invalid", HF_HOME=str(tmp_path / "hf"),
+               OMP_NUM_THREADS="1")
+    args = [sys.executable, "-c", _TIMED_ENTRY, *overrides,
+            f"data.output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [done.stderr.strip().splitlines()[-1]], done.stderr[-3000:]
+    assert "https://huggingface.invalid) cannot be reached" in errors[0]
+    assert "Retrying" not in done.stderr
+    elapsed = float(done.stdout.split("ELAPSED")[-1])
+    assert elapsed < 5, f"took {elapsed:.1f}s to fail"
+    assert not (tmp_path / "out").exists()
+
+
+# -- damaged inputs: one line naming the file and what is wrong, nothing left behind -------------
+
+
+def _damaged_inputs(tmp: Path, cleaned: list[dict]) -> dict[str, tuple[Path, DataSource, str]]:
+    """Damaged copies of real data: name -> (file, source, what the error must say)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dump = sample_dump_path().read_bytes()
+    xml = bz2.decompress(dump)
+    cases: dict[str, tuple[Path, DataSource, str]] = {}
+
+    def put(name: str, data: bytes, source: DataSource, says: str) -> None:
+        (tmp / name).write_bytes(data)
+        cases[name] = (tmp / name, source, says)
+
+    put("truncated.xml.bz2", dump[: len(dump) // 2], DataSource.dump, "truncated: the bz2 stream ends early")
+    put("corrupt.xml.bz2", dump[:4] + bytes(200), DataSource.dump, "corrupt bz2 data")
+    put("truncated.xml", xml[: len(xml) // 2], DataSource.dump, "not well-formed XML")
+    put("not-xml.xml", json.dumps(cleaned[0]).encode(), DataSource.dump, "not well-formed XML")
+    put("not-a-dump.xml", b"<html><body>hello</body></html>", DataSource.dump, "not a MediaWiki XML export")
+    put("empty.xml.bz2", b"", DataSource.dump, "empty file")
+    lines = [json.dumps({"id": a["id"], "text": a["text"]}) for a in cleaned[:40]]
+    put("empty.jsonl", b"", DataSource.files, "empty file")
+    put("blank.jsonl", b"\n\n", DataSource.files, "no records")
+    bad = lines[:30] + [lines[30][: len(lines[30]) // 2]] + lines[31:]  # a line cut in half
+    put("malformed.jsonl", "\n".join(bad).encode(), DataSource.files, "line 31: not valid JSON")
+    put("not-an-object.jsonl", "\n".join([*lines[:3], "[1, 2]"]).encode(), DataSource.files,
+        "line 4: a JSON list, not an object")
+    put("number-text.jsonl", "\n".join([*lines[:3], '{"id": "x", "text": 5}']).encode(),
+        DataSource.files, "line 4: field 'text' holds int, not a string")
+    put("latin1.jsonl", "\n".join(lines[:5]).encode() + b'\n{"text": "caf\xe9"}\n', DataSource.files,
+        "line 6: not valid JSON")
+    gz = __import__("gzip").compress("\n".join(lines).encode())
+    put("truncated.jsonl.gz", gz[: len(gz) // 2], DataSource.files, "truncated: the gz stream ends early")
+    table = pa.Table.from_pylist([{"id": a["id"], "text": a["text"]} for a in cleaned[:40]])
+    pq.write_table(table, tmp / "whole.parquet", row_group_size=10)
+    whole = (tmp / "whole.parquet").read_bytes()
+    put("truncated.parquet", whole[: len(whole) // 2], DataSource.files, "not a readable parquet file")
+    put("jsonl-named.parquet", "\n".join(lines).encode(), DataSource.files, "not a readable parquet file")
+    return cases
+
+
+@pytest.fixture(scope="session")
+def damaged(tmp_path_factory: pytest.TempPathFactory, cleaned: list[dict]) -> dict:
+    return _damaged_inputs(tmp_path_factory.mktemp("damaged"), cleaned)
+
+
+DAMAGED = ["truncated.xml.bz2", "corrupt.xml.bz2", "truncated.xml", "not-xml.xml", "not-a-dump.xml",
+           "empty.xml.bz2", "empty.jsonl", "blank.jsonl", "malformed.jsonl", "not-an-object.jsonl",
+           "number-text.jsonl", "latin1.jsonl", "truncated.jsonl.gz", "truncated.parquet",
+           "jsonl-named.parquet"]
+
+
+@pytest.mark.parametrize("name", DAMAGED)
+def test_damaged_input_is_one_line_naming_the_file(
+    name: str, damaged: dict, sample: Manifest, tmp_path: Path
+) -> None:
+    path, source, says = damaged[name]
+    out = tmp_path / "data"
+    # Small shards: some are written before the damage is reached, and must not survive it.
+    cfg = DataConfig(source=source, path=str(path), tokenizer=str(sample.root / "tokenizer.json"),
+                     output_dir=str(out), shard_size_mb=0.005, sequence_length=16, num_workers=1)
+    with pytest.raises(DataError) as e:
+        prepare(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and f"data file {path}" in msg and says in msg, msg
+    assert not [p for p in out.rglob("*") if p.suffix != ".lock"], list(out.rglob("*"))
+
+
+def test_records_without_text_are_skipped_and_counted(tmp_path: Path, cleaned: list[dict],
+                                                       sample: Manifest) -> None:
+    rows = [{"id": a["id"], "text": a["text"]} for a in cleaned[:20]]
+    rows[3]["text"], rows[7]["text"] = None, ""
+    path = tmp_path / "some-empty.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = prepare(DataConfig(source=DataSource.files, path=str(path), sequence_length=16,
+                           tokenizer=str(sample.root / "tokenizer.json"), output_dir=str(tmp_path)))
+    assert m.data["articles"] == 20 and m.data["empty_articles"] == 2
+    splits = m.data["splits"]
+    assert splits["train"]["documents"] + splits["validation"]["documents"] == 18
+
+
+@pytest.mark.parametrize("entry", ["run.py", "olmo_exp.data"])
+def test_damaged_input_from_the_command_line(entry: str, damaged: dict, sample: Manifest,
+                                             tmp_path: Path) -> None:
+    """Both entry points: exit 2, one line, no Hydra run directory (no run.log), no data dir."""
+    name = "malformed.jsonl" if entry == "run.py" else "truncated.xml.bz2"
+    path, source, says = damaged[name]
+    group = "files" if source == DataSource.files else "wiki_dump"
+    start = [str(REPO / "run.py")] if entry == "run.py" else ["-m", "olmo_exp.data"]
+    args = [sys.executable, *start, f"data={group}", f"data.path={path}",
+            f"data.tokenizer={sample.root / 'tokenizer.json'}", "data.sequence_length=16",
+            f"data.output_dir={tmp_path / 'data'}", "data.shard_size_mb=0.005",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"data file {path}" in errors[0] and says in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.suffix != ".lock"]

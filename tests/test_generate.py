@@ -50,3 +50,83 @@ def test_generation_under_fsdp_matches_and_keeps_shard_grad_op() -> None:
                           text=True, timeout=300, env={"OMP_NUM_THREADS": "2", "PATH": ""})
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "OK" in proc.stdout
+
+
+LOCKSTEP = r"""
+import os, sys, datetime, torch, torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from olmo_exp.generate import generate_ids
+from olmo_exp.model import ModelConfig
+
+rank, port = int(os.environ["RANK"]), os.environ["PORT"]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                        timeout=datetime.timedelta(seconds=60))
+torch.manual_seed(0)
+config = ModelConfig(d_model=64, n_layers=2, n_heads=4).build_config(256)
+plain = config.build(init_device="cpu"); plain.init_weights(max_seq_len=64)
+sharded = config.build(init_device="cpu"); sharded.load_state_dict(plain.state_dict())
+for block in sharded.blocks.values():
+    fully_shard(block)
+fully_shard(sharded)
+EOS = 7
+
+class Disagreeing(torch.nn.Module):
+    # Rank 1 sees different logits: never rank 0's argmax, and EOS as its third token.
+    def __init__(self, model):
+        super().__init__(); self.model = model; self.calls = 0
+    def forward(self, ids, **kw):
+        logits = self.model(ids, **kw)
+        if rank == 1:
+            self.calls += 1
+            top = logits[:, -1].argmax(-1)
+            logits[:, -1, (top + 1) % logits.shape[-1]] += 1e3
+            if self.calls == 3:
+                logits[:, -1, EOS] = 1e6
+        return logits
+
+want = generate_ids(plain, [1, 2, 3], max_new_tokens=10, eos_token_id=EOS)
+assert EOS not in want, want  # rank 0 alone never stops early
+if rank == 1:  # the perturbation really changes this rank's own choice (checked unsharded)
+    with torch.no_grad():
+        local = int(Disagreeing(plain)(torch.tensor([[1, 2, 3]]), logits_to_keep=1)[:, -1].argmax())
+    assert local != want[0], (local, want)
+model = Disagreeing(sharded)
+got = generate_ids(model, [1, 2, 3], max_new_tokens=10, eos_token_id=EOS)
+# Training still works after sampling (no rank left behind in a collective).
+model.model(torch.tensor([[1, 2, 3, 4]]), labels=torch.tensor([[2, 3, 4, -100]])).loss.backward()
+dist.destroy_process_group()
+print("TOKENS", rank, got, want)
+"""
+
+
+def test_ranks_that_disagree_still_generate_rank_0s_tokens() -> None:
+    """2 gloo ranks whose logits differ (another argmax, an EOS only rank 1 sees): rank 0 decides,
+    every rank returns its tokens, nothing hangs."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-c", LOCKSTEP], cwd=REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={"OMP_NUM_THREADS": "1", "PATH": "", "RANK": str(rank),
+                                   "PORT": str(port), "PYTHONPATH": str(REPO)})
+             for rank in range(2)]
+    outputs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err[-4000:]
+            outputs.append(out)
+    finally:
+        for proc in procs:
+            proc.kill()
+    tokens = {}
+    for out in outputs:
+        (line,) = [line for line in out.splitlines() if line.startswith("TOKENS")]
+        _, rank, rest = line.split(" ", 2)
+        got, want = rest.split("] [")
+        tokens[int(rank)] = (got + "]", "[" + want)
+    assert tokens[0][0] == tokens[0][1]  # rank 0: its own greedy tokens, all 10
+    assert tokens[1][0] == tokens[0][0]  # rank 1: rank 0's tokens, despite its own logits
+    assert tokens[0][0].count(",") == 9

@@ -25,14 +25,23 @@ log = logging.getLogger("olmo_exp.data")
 
 @hydra.main(config_path=CONF, config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    from olmo_exp.data.prep import prepare
+    from hydra.core.hydra_config import HydraConfig
 
+    from olmo_exp.data.prep import prepare
+    from olmo_exp.experiment import _remove_fresh_dir
+
+    # Hydra's run dir (its job log) appears with the first log line: a rejected prep removes it.
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    fresh = not run_dir.exists() or not any(run_dir.iterdir())
     data = OmegaConf.to_object(cfg.data)
     assert isinstance(data, DataConfig)
     try:
         manifest = prepare(data)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        if fresh:
+            logging.shutdown()  # close the job log before its directory goes
+            _remove_fresh_dir(run_dir)
         sys.exit(2)
     splits = manifest.data["splits"]
     print(

@@ -36,6 +36,7 @@ from olmo_exp.data.errors import DataError
 from olmo_exp.data.manifest import MANIFEST, SPLITS, Manifest, write_json_atomic
 from olmo_exp.data.sources import (
     Record,
+    check_files,
     clean_records,
     hf_offline_error,
     is_validation,
@@ -43,6 +44,7 @@ from olmo_exp.data.sources import (
     needs_cleaning,
     source_identity,
     source_name,
+    source_paths,
 )
 from olmo_exp.data.tokenizer import (
     BatchEncoder,
@@ -111,18 +113,26 @@ def prepare(cfg: DataConfig) -> Manifest:
         root.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(root) + ".lock"):
             if not (root / MANIFEST).is_file():  # another process may have finished meanwhile
-                _Prep(cfg, info, root, keyed, tok_source).run()
+                try:
+                    _Prep(cfg, info, root, keyed, tok_source).run()
+                except DataError:
+                    # A damaged source (or tokenizer): nothing prepared from it may be resumed
+                    # or reused, even if the file is fixed in place at the same size.
+                    shutil.rmtree(root, ignore_errors=True)
+                    raise
     manifest = Manifest.load(root)
     check_fits(manifest, cfg.sequence_length)
     return manifest
 
 
 def check_source(cfg: DataConfig) -> None:
-    """Fail before any work when the source can't be read (offline hub; missing files)."""
+    """Fail before any work when the source can't be read (no hub; missing, empty or, for
+    parquet, footer-less files)."""
     if source_name(cfg) == DataSource.hf.value:
         hf_offline_error(cfg)
     else:
         source_identity(cfg)  # resolves the files, DataError if none
+        check_files(source_paths(cfg))
 
 
 def check_fits(manifest: Manifest, sequence_length: int) -> None:
@@ -294,7 +304,8 @@ class _Prep:
 
     def _load_state(self) -> dict[str, Any]:
         path = self.root / PROGRESS
-        fresh = {"key": self.keyed, "articles": 0, "splits": {s: [] for s in SPLITS}}
+        fresh = {"key": self.keyed, "articles": 0, "empty_articles": 0,
+                 "splits": {s: [] for s in SPLITS}}
         if not path.is_file():
             return fresh
         try:
@@ -380,6 +391,8 @@ class _Prep:
                 end[split] += n
                 shards.count(split, n)
                 total += n
+            else:
+                shards.empty += 1  # no text (after cleaning): skipped, counted in the manifest
             shards.consumed += 1
         for s in SPLITS:
             shards.add(s, flat[s][cut[s] : end[s]])
@@ -437,6 +450,8 @@ class _Prep:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source": source,
             "articles": state["articles"],
+            # Records without text (empty/null text column, pages that clean to nothing): skipped.
+            "empty_articles": state.get("empty_articles", 0),
             "config": config_dict(self.cfg),
             "keyed_on": self.keyed,
             "tokenizer": {
@@ -483,6 +498,7 @@ class _Shards:
         self.documents = dict.fromkeys(SPLITS, 0)
         self.tokens = dict.fromkeys(SPLITS, 0)
         self.consumed = 0  # source articles in the buffers (incl. empty ones)
+        self.empty = 0  # of which had no text
 
     def would_overflow(self, split: str, n: int) -> bool:
         return bool(self.tokens[split]) and self.tokens[split] + n > self.prep.shard_tokens
@@ -507,5 +523,6 @@ class _Shards:
             self.buffers[split].clear()
             self.documents[split] = self.tokens[split] = 0
         self.state["articles"] += self.consumed
-        self.consumed = 0
+        self.state["empty_articles"] = self.state.get("empty_articles", 0) + self.empty
+        self.consumed = self.empty = 0
         write_json_atomic(self.prep.root / PROGRESS, self.state)

@@ -13,10 +13,13 @@ import gzip
 import hashlib
 import importlib.util
 import itertools
+import json
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+from xml.etree import ElementTree
 
 from olmo_exp.data.config import DataConfig, DataSource
 from olmo_exp.data.errors import DataError
@@ -86,36 +89,64 @@ def source_identity(cfg: DataConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- dumps
 
 
-def _open_dump(path: Path) -> IO[bytes]:
-    # bz2.open reads multistream dumps (concatenated bz2 streams) as one file.
+def _open_compressed(raw: IO[bytes], path: Path) -> IO[bytes]:
+    # bz2 reads multistream dumps (concatenated bz2 streams) as one file.
     if path.suffix == ".bz2":
-        return bz2.open(path, "rb")
+        return bz2.BZ2File(raw)
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+        return gzip.GzipFile(fileobj=raw)
+    return raw
+
+
+def _damaged(path: Path, raw: IO[bytes], e: BaseException) -> DataError:
+    """One line naming the file, where reading stopped and why (the caller raises it)."""
+    size = path.stat().st_size
+    at = f"at byte {raw.tell():,} of {size:,}" if not raw.closed else f"({size:,} bytes)"
+    detail = str(e).splitlines()[0] if str(e) else ""
+    why = f"{type(e).__name__}: {detail}" if detail else type(e).__name__
+    if isinstance(e, EOFError):
+        what = f"truncated: the {path.suffix.lstrip('.')} stream ends early"
+    elif isinstance(e, (OSError, zlib.error)):
+        what = f"corrupt {path.suffix.lstrip('.')} data"
+    elif isinstance(e, ElementTree.ParseError):
+        what = "not well-formed XML (truncated, or not an XML dump)"
+    else:
+        what = "not a MediaWiki XML export"
+    return DataError(f"data file {path}: {what} {at} ({why})")
 
 
 def iter_dump(paths: list[Path]) -> Iterator[Record]:
-    """Main-namespace, non-redirect pages (latest revision), text = raw wikitext."""
+    """Main-namespace, non-redirect pages (latest revision), text = raw wikitext.
+
+    A file that can't be read to its end (truncated or corrupt archive, malformed XML, not a
+    MediaWiki export) is a DataError naming it: a dump that silently ends early would look whole.
+    """
     import mwxml
 
     for path in paths:
-        with _open_dump(path) as f:
-            dump = mwxml.Dump.from_file(f)
-            db = dump.site_info.dbname or "enwiki"
-            lang = db[: -len("wiki")] if db.endswith("wiki") else "en"
-            for page in dump:
-                text = None
-                for rev in page:
-                    text = rev.text
-                if page.namespace != 0 or page.redirect is not None or not text:
-                    continue
-                yield {
-                    "id": str(page.id),
-                    "url": f"https://{lang}.wikipedia.org/wiki?curid={page.id}",
-                    "title": page.title,
-                    "text": text,
-                }
+        if path.stat().st_size == 0:
+            raise DataError(f"data file {path}: empty file (0 bytes)")
+        with open(path, "rb") as raw:
+            try:
+                dump = mwxml.Dump.from_file(_open_compressed(raw, path))
+                db = dump.site_info.dbname or "enwiki"
+                lang = db[: -len("wiki")] if db.endswith("wiki") else "en"
+                for page in dump:
+                    text = None
+                    for rev in page:
+                        text = rev.text
+                    if page.namespace != 0 or page.redirect is not None or not text:
+                        continue
+                    yield {
+                        "id": str(page.id),
+                        "url": f"https://{lang}.wikipedia.org/wiki?curid={page.id}",
+                        "title": page.title,
+                        "text": text,
+                    }
+            except DataError:
+                raise
+            except Exception as e:  # noqa: BLE001 — whatever mwxml/bz2/gzip raise on a damaged file
+                raise _damaged(path, raw, e) from None
 
 
 def clean_record(rec: Record) -> Record:
@@ -132,19 +163,14 @@ def clean_records(batch: list[Record]) -> list[Record]:
 # ---------------------------------------------------------------------------- hf / files
 
 
-def _hf_offline() -> bool:
-    from olmo_exp.data.tokenizer import _hf_offline as offline
-
-    return offline()
-
-
 def hf_offline_error(cfg: DataConfig) -> None:
-    """Offline, ``datasets`` would first retry the hub for ~23 s: fail at once instead."""
-    if _hf_offline():
-        raise DataError(
-            f"data.source=hf needs the Hugging Face hub but HF_HUB_OFFLINE is set: unset it, or use "
-            f"data.source=dump/files with a local copy of {cfg.hf_dataset}"
-        )
+    """Without the hub, ``datasets`` would first retry it for ~23 s: fail at once instead."""
+    from olmo_exp.data.hub import require_hub
+
+    require_hub(
+        f"data.source=hf streams {cfg.hf_dataset} from the Hugging Face hub",
+        f"use data.source=dump/files with a local copy of {cfg.hf_dataset}",
+    )
 
 
 def iter_hf(
@@ -187,15 +213,125 @@ def _rows(ds: Any, text_column: str, skip: int, batch_size: int = 1000) -> Itera
         i += n
 
 
-def iter_files(cfg: DataConfig, skip: int = 0) -> Iterator[Record]:
-    import datasets
+def _is_parquet(path: Path) -> bool:
+    return path.suffix == ".parquet"
 
-    paths = [str(p) for p in source_paths(cfg)]
-    kinds = {"parquet" if p.endswith(".parquet") else "json" for p in paths}
-    if len(kinds) > 1:
-        raise DataError(f"data.path={cfg.path!r}: mixes parquet and json files; use one format")
-    ds = datasets.load_dataset(kinds.pop(), data_files=paths, split="train", streaming=True)
-    yield from _rows(ds, cfg.text_column, skip)
+
+def _file_record(row: Any, text_column: str, index: int, where: str) -> Record:
+    """A jsonl/parquet row as a record; a row without usable fields is a DataError at ``where``."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: a JSON {type(row).__name__}, not an object")
+    if text_column not in row:
+        raise DataError(
+            f"{where}: no {text_column!r} field (fields: {', '.join(sorted(row)) or 'none'}); "
+            f"data.text_column={text_column!r} must name the text field"
+        )
+    text = row[text_column]
+    if text is not None and not isinstance(text, str):
+        raise DataError(f"{where}: field {text_column!r} holds {type(text).__name__}, not a string")
+    rid = row.get("id")
+    return {"id": str(index if rid is None else rid), "url": row.get("url") or "",
+            "title": row.get("title") or "", "text": text or ""}  # fmt: skip
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[Any, str]]:
+    """(parsed row, where) for each JSON line (blank lines aside); a file holding one JSON array
+    of objects is read whole. Anything unreadable is a DataError naming the file and line."""
+    with open(path, "rb") as raw:
+        f = _open_compressed(raw, path)
+        line_no = 0
+        try:
+            first = f.peek(1)[:1] if hasattr(f, "peek") else b""
+            if first == b"[":  # a JSON array, not JSON lines
+                rows = json.load(f)
+                for i, row in enumerate(rows if isinstance(rows, list) else [rows], start=1):
+                    yield row, f"data file {path}, item {i}"
+                return
+            for line_no, line in enumerate(f, start=1):  # noqa: B007 — read in the except
+                if line.strip():
+                    yield json.loads(line), f"data file {path}, line {line_no}"
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            where = f", line {line_no}" if line_no else ""
+            detail = str(e).splitlines()[0]
+            raise DataError(f"data file {path}{where}: not valid JSON ({detail})") from None
+        except (EOFError, OSError, zlib.error) as e:
+            raise _damaged(path, raw, e) from None
+
+
+def _parquet_rows(path: Path, skip: int) -> Iterator[tuple[Any, str]]:
+    """(row, where) of a parquet file after its first ``skip`` rows (whole row groups are skipped
+    from the footer's counts); a damaged file is a DataError naming it and the row group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"data file {path}: not a readable parquet file ({str(e).splitlines()[0]})") from None
+    row = 0
+    for group in range(pf.num_row_groups):
+        n = pf.metadata.row_group(group).num_rows
+        if row + n <= skip:
+            row += n
+            continue
+        at = row
+        batches = pf.iter_batches(batch_size=1024, row_groups=[group])  # bounded memory
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowException, OSError) as e:
+                raise DataError(
+                    f"data file {path}: row group {group} (rows {row}-{row + n - 1}) is damaged "
+                    f"({str(e).splitlines()[0]})"
+                ) from None
+            if batch is None:
+                break
+            for r in batch.to_pylist():
+                if at >= skip:
+                    yield r, f"data file {path}, row {at}"
+                at += 1
+        row += n
+
+
+def check_files(paths: list[Path]) -> None:
+    """The cheap checks before any work: each file non-empty, each parquet footer readable."""
+    for path in paths:
+        if path.stat().st_size == 0:
+            raise DataError(f"data file {path}: empty file (0 bytes)")
+        if _is_parquet(path):
+            next(iter(_parquet_rows(path, skip=1 << 62)), None)  # opens the footer, reads no rows
+
+
+def iter_files(cfg: DataConfig, skip: int = 0) -> Iterator[Record]:
+    """Rows of local jsonl (also .json, .jsonl.gz/.bz2) or parquet files, in file order.
+
+    Read here rather than through ``datasets`` so that a damaged file is reported by name and
+    line (or row group). Malformed rows are fatal; rows whose text is empty or null are kept as
+    empty records (prep skips and counts them)."""
+    paths = source_paths(cfg)
+    check_files(paths)
+    index = 0  # row number across the files: the id of rows that have no id
+    for path in paths:
+        rows = 0
+        if _is_parquet(path):
+            # Whole files before ``skip`` are passed by their footer's row count.
+            import pyarrow.parquet as pq
+
+            n = pq.ParquetFile(path).metadata.num_rows
+            if index + n <= skip:
+                index += n
+                continue
+            source = _parquet_rows(path, skip - index)
+            index = max(index, skip)
+        else:
+            source = _jsonl_rows(path)
+        for row, where in source:
+            rows += 1
+            if index >= skip:
+                yield _file_record(row, cfg.text_column, index, where)
+            index += 1
+        if rows == 0 and not _is_parquet(path):
+            raise DataError(f"data file {path}: no records (only blank lines)")
 
 
 def iter_records(

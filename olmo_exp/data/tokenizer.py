@@ -84,13 +84,6 @@ def is_path_like(name: str) -> bool:
     return name.endswith(".json") or Path(name).expanduser().is_file()
 
 
-def _hf_offline() -> bool:
-    return any(
-        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
-
-
 def resolve_tokenizer_file(cfg: DataConfig) -> Path:
     """The tokenizer.json a non-BPE tokenizer config means (downloading from the hub if allowed)."""
     name = cfg.tokenizer
@@ -116,9 +109,12 @@ def resolve_tokenizer_file(cfg: DataConfig) -> Path:
         return Path(hf_hub_download(hub, "tokenizer.json", local_files_only=True)).resolve()
     except Exception:  # noqa: BLE001 — not cached: try the hub below
         pass
-    if _hf_offline():
+    from olmo_exp.data.hub import hub_unreachable
+
+    reason = hub_unreachable()  # one quick probe, not ~30 s of download retries
+    if reason is not None:
         raise DataError(
-            f"data.tokenizer={name!r}: {where}the hub is offline (HF_HUB_OFFLINE); put {candidates[0]} "
+            f"data.tokenizer={name!r}: {where}{reason}; put {candidates[0]} "
             f"in a directory and set data.tokenizer_dir or ${TOKENIZER_DIR_ENV}"
         )
     try:
