@@ -75,15 +75,16 @@ _installed = False
 def install_noise_filters() -> None:
     """Drop the :data:`NOISE` messages where they are emitted (idempotent)."""
     global _installed
+    for noise in NOISE:  # re-adding an identical warnings filter only moves it to the front
+        if noise.source.startswith("warnings:"):
+            module = re.escape(noise.source.removeprefix("warnings:"))
+            warnings.filterwarnings("ignore", message=noise.message, module=module)
     if _installed:
         return
     _installed = True
     by_logger: dict[str, list[re.Pattern[str]]] = {}
     for noise in NOISE:
-        if noise.source.startswith("warnings:"):
-            module = re.escape(noise.source.removeprefix("warnings:"))
-            warnings.filterwarnings("ignore", message=noise.message, module=module)
-        else:
+        if not noise.source.startswith("warnings:"):
             by_logger.setdefault(noise.source, []).append(re.compile(noise.message))
     for name, patterns in by_logger.items():
         # A logger's own filters see exactly the records logged on it: nothing else is touched.

@@ -161,7 +161,9 @@ class Run:
         args = (self.config.to_dict(), str(self.run_dir))
         nproc = self.config.dist.resolved_nproc_per_node()
         if self.config.dist.world_size() > 1 and not launch.already_launched():
-            launch.spawn(train_worker, args, nproc=nproc, log_dir=self.run_dir / "logs")
+            launch.spawn(rank_worker, args, nproc=nproc, log_dir=self.run_dir / "logs")
+        elif self.config.dist.world_size() > 1:  # a rank started by torchrun or SLURM
+            rank_worker(*args)
         else:
             train_worker(*args)
 
@@ -209,6 +211,17 @@ def _remove_fresh_dir(path: Path) -> None:
         except OSError:
             return
         path = path.parent
+
+
+def rank_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
+    """:func:`train_worker` as one of several ranks: a failure is logged by the rank itself, with
+    its rank and traceback (on the shared console under torchrun/SLURM, where other ranks show
+    errors only; in its own file under logs/ when run.py started it) before it propagates."""
+    try:
+        train_worker(config_dict, run_dir_str)
+    except Exception:
+        log.exception("rank %d failed", console.rank_from_env())
+        raise
 
 
 def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
