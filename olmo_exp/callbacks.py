@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from olmo_core.train.callbacks import Callback
+from olmo_core.train.callbacks import Callback, ConsoleLoggerCallback
 from olmo_core.train.common import ReduceType
 
+from olmo_exp.console import StepConsole
 from olmo_exp.generate import GenerateConfig, generate_ids
 from olmo_exp.train import WandbConfig
 
@@ -269,3 +270,46 @@ class DistMemoryCallback(Callback):
         local, total = self._bytes
         self.trainer.record_metric("dist/rank_state_bytes", float(local), ReduceType.max)
         self.trainer.record_metric("dist/unsharded_state_bytes", float(total))
+
+
+# -- console ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ConsoleCallback(ConsoleLoggerCallback):
+    """One line per logged step on rank 0 (see :mod:`olmo_exp.console`), in place of olmo-core's
+    metrics block; a subclass so that olmo-core does not add its own console logger."""
+
+    world_size: int = 1
+    progress_bar: bool = False
+    _view: StepConsole | None = None
+
+    def pre_train(self) -> None:
+        from olmo_core.distributed.utils import get_rank
+
+        if get_rank() != 0:
+            return
+        trainer = self.trainer
+        self._view = StepConsole(total_steps=trainer.max_steps or 0, world_size=self.world_size,
+                                 progress_bar=self.progress_bar)
+        loaded = trainer.checkpoint_loaded and trainer.global_step > 0
+        self._view.start(trainer.global_step,
+                         checkpoint=f"{trainer.save_folder}/step{trainer.global_step}" if loaded
+                         else None)
+
+    def post_step(self) -> None:
+        pass  # olmo-core's progress marker between logged steps: the step lines say it all
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if self._view is not None:
+            self._view.log_metrics(step, metrics)
+
+    def post_train(self) -> None:
+        if self._view is not None:
+            self._view.finish()
+            self._view = None
+
+    def close(self) -> None:
+        if self._view is not None:  # training failed: close the bar, no "finished" line
+            self._view.close_bar()
+            self._view = None

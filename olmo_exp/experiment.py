@@ -18,13 +18,13 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from olmo_exp import data as data_lib
-from olmo_exp import launch
+from olmo_exp import console, launch
+from olmo_exp import data as data_lib  # lazy package: names load on first use
 from olmo_exp.data.config import DataConfig
 from olmo_exp.dist import DistConfig
 from olmo_exp.generate import GenerateConfig
 from olmo_exp.model import ModelConfig, format_summary, summarize
-from olmo_exp.train import TrainConfig, WandbConfig
+from olmo_exp.train import ConsoleMode, TrainConfig, WandbConfig
 from olmo_exp.validation import ConfigError, non_negative, positive
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,9 @@ class Run:
     # -- lifecycle --------------------------------------------------------------------------
 
     def execute(self) -> None:
+        # The same log format for every job (Hydra's job logging is off, see conf/config.yaml).
+        console.configure_logging(log_file=self.run_dir / console.LOG_FILE,
+                                  full=self.config.train.console == ConsoleMode.full)
         try:
             self.config.validate()
             self.check_run_dir()
@@ -187,8 +190,10 @@ class Run:
         args = (self.config.to_dict(), str(self.run_dir))
         world = launch.topology(self.config.dist)
         if world.spawns:
-            launch.spawn(train_worker, args, nproc=world.nproc_per_node,
+            launch.spawn(rank_worker, args, nproc=world.nproc_per_node,
                          log_dir=self.run_dir / "logs")
+        elif world.world_size > 1:  # a rank started by torchrun or SLURM
+            rank_worker(*args)
         else:
             train_worker(*args)
 
@@ -238,15 +243,28 @@ def _remove_fresh_dir(path: Path) -> None:
         path = path.parent
 
 
+def rank_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
+    """:func:`train_worker` as one of several ranks: a failure is logged by the rank itself, with
+    its rank and traceback (on the shared console under torchrun/SLURM, where other ranks show
+    errors only; in its own file under logs/ when run.py started it) before it propagates."""
+    try:
+        train_worker(config_dict, run_dir_str)
+    except Exception:
+        log.exception("rank %d failed", console.rank_from_env())
+        raise
+
+
 def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
     """One rank's training: build everything from the resolved config and fit.
 
     Module-level and fed plain data, so that torch's elastic launcher can start it in new processes.
     """
     from olmo_core.data import NumpyDataLoaderConfig
-    from olmo_core.distributed.utils import get_rank
+    from olmo_core.distributed.utils import get_rank, get_world_size
+    from olmo_core.utils import setup_logging
 
     from olmo_exp.callbacks import (
+        ConsoleCallback,
         DistMemoryCallback,
         GenerationCallback,
         MetricsFileCallback,
@@ -257,10 +275,13 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
     run_dir = Path(run_dir_str)
     train, seq_len = cfg.train, cfg.data.sequence_length
 
+    # olmo-core sets up logging once per process (its handler, its format): let it do so now,
+    # then install this project's handlers, which its environment setup below keeps.
+    setup_logging()
+    console.configure_logging(log_file=run_dir / console.LOG_FILE, rank=console.rank_from_env(),
+                              full=train.console == ConsoleMode.full)
     launch.init_distributed(cfg.dist, seed=train.seed)
     world = launch.topology(cfg.dist)
-    if get_rank() == 0:
-        _log_to_file(run_dir / "train.log")
     manifest = data_lib.prepare(cfg.data)  # reuses what the launching process prepared
 
     # model group -> olmo-core TransformerConfig (LWS as block_overrides)
@@ -304,6 +325,9 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         callbacks["lm_evaluator"] = train.evaluator_config(
             manifest.dataset_config("validation", sequence_length=seq_len, work_dir=work_dir)
         )
+    if train.console == ConsoleMode.compact:  # replaces olmo-core's block (train.trainer_config)
+        callbacks["console"] = ConsoleCallback(world_size=get_world_size(),
+                                               progress_bar=console.want_progress_bar())
     if cfg.wandb.enabled:
         callbacks["wandb"] = WandbLogCallback(
             config=cfg.wandb, run_dir=run_dir, run_name=run_dir.name, run_config=config_dict
@@ -317,9 +341,3 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
     finally:
         launch.teardown()
 
-
-def _log_to_file(path: Path) -> None:
-    """olmo-core's environment setup replaces the root handlers (Hydra's file log among them)."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)

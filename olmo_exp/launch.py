@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from olmo_exp.console import RANK_OUTPUT_ENV
 from olmo_exp.dist import DistConfig, Strategy, fsdp_hooks
 
 log = logging.getLogger(__name__)
@@ -273,16 +274,21 @@ def spawn(fn: Callable[..., Any], args: tuple, *, nproc: int, log_dir: Path) -> 
         max_restarts=0,
         start_method="spawn",
         monitor_interval=0.1,
-        logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), tee=Std.ALL),
+        # Rank 0 writes to this console itself (no "[default0]:" prefixes, a progress bar on a
+        # terminal); the others only to log_dir, and a failing one is named by RankFailedError.
+        logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), tee=Std.NONE, redirects={
+            rank: Std.NONE if rank == 0 else Std.ALL for rank in range(nproc)}),
     )
     # The launcher API (unlike the torchrun CLI) passes the parent's env on unchanged.
     restore = os.environ.get("OMP_NUM_THREADS")
     os.environ.setdefault("OMP_NUM_THREADS", str(_threads_per_rank(nproc)))
+    os.environ[RANK_OUTPUT_ENV] = "files"
     try:
         elastic_launch(config, fn)(*args)
     except ChildFailedError as e:
         raise RankFailedError(_failure_message(e, nproc, log_dir)) from None
     finally:
+        os.environ.pop(RANK_OUTPUT_ENV, None)
         if restore is None:
             os.environ.pop("OMP_NUM_THREADS", None)
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from copy import deepcopy
 from dataclasses import asdict, dataclass, replace
-
-import numpy as np
-from olmo_core.nn.transformer import TransformerBlockConfig
+from typing import TYPE_CHECKING
 
 from olmo_exp.validation import ConfigError, positive
+
+if TYPE_CHECKING:  # annotations only: composing and validating never import olmo-core
+    from olmo_core.nn.transformer import TransformerBlockConfig
 
 SCALAR_KEYS = ("qkv_scalars", "fnn_scalars", "output_scalars")
 
@@ -98,6 +99,8 @@ def layer_multipliers(bounds: list[float] | None, n_layers: int) -> list[float] 
     """
     if bounds is None:
         return None
+    import numpy as np  # here, not at the top: `--help` and `--cfg job` never need it
+
     values = np.linspace(float(bounds[0]), float(bounds[1]), num=n_layers, dtype=float)
     return [float(v) for v in np.round(values, 2)]
 

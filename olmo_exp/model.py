@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
-from olmo_core.utils import ensure_multiple_of
+from typing import TYPE_CHECKING
 
 from olmo_exp import lws as lws_lib
 from olmo_exp.lws import LayerSpec, LWSConfig
 from olmo_exp.validation import ConfigError, positive
+
+if TYPE_CHECKING:  # olmo-core only where a model is built: composing and validating stay fast
+    from olmo_core.nn.transformer import TransformerConfig
 
 VOCAB_PAD_MULTIPLE = 128  # embedding rows padded for throughput, as olmo-core's presets do
 
@@ -75,7 +76,7 @@ class ModelConfig:
         hidden = int(8 * self.d_model / 3)
         if self.hidden_size_multiplier is not None:
             hidden = int(self.hidden_size_multiplier * hidden)
-        return ensure_multiple_of(hidden, self.hidden_size_multiple_of)
+        return _round_up(hidden, self.hidden_size_multiple_of)
 
     def layer_specs(self, lws: LWSConfig | None = None) -> list[LayerSpec]:
         """Per-layer geometry under ``lws`` (default: this model's own ``model.lws``)."""
@@ -92,10 +93,12 @@ class ModelConfig:
     def padded_vocab_size(self, tokenizer_vocab_size: int) -> int:
         if self.vocab_size is not None:
             return self.vocab_size
-        return ensure_multiple_of(tokenizer_vocab_size, VOCAB_PAD_MULTIPLE)
+        return _round_up(tokenizer_vocab_size, VOCAB_PAD_MULTIPLE)
 
     def build_config(self, vocab_size: int) -> TransformerConfig:
         """The olmo-core config: the uniform OLMo-2 block plus one override per scaled layer."""
+        from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
+
         config = TransformerConfig.llama_like(
             d_model=self.d_model,
             vocab_size=vocab_size,
@@ -116,6 +119,11 @@ class ModelConfig:
         overrides = lws_lib.block_overrides(config.block, self.layer_specs(), uniform)
         config.block_overrides = overrides or None
         return config
+
+
+def _round_up(n: int, multiple: int) -> int:
+    """olmo-core's ``ensure_multiple_of`` (kept here so validation needs no olmo-core import)."""
+    return multiple * ((n + multiple - 1) // multiple)
 
 
 def summarize(cfg: ModelConfig, config: TransformerConfig, *, sequence_length: int,

@@ -19,12 +19,14 @@ from olmo_exp.launch import shared_run_id
 from olmo_exp.lws import LWSConfig
 from olmo_exp.model import ModelConfig
 from olmo_exp.train import TrainConfig
+from olmo_exp.usage import register as register_help
 from olmo_exp.validation import ConfigError
 
 
 def register() -> None:
     # hydra.run.dir: one directory per launch, the same for every rank that torchrun starts.
     OmegaConf.register_new_resolver("olmo_run_id", shared_run_id, replace=True)
+    register_help()  # ${olmo_help:...} in hydra.help.template
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class ConsoleMode(str, Enum):
+    compact = "compact"
+    full = "full"
+
+
 @dataclass
 class TrainConfig:
     max_steps: int = 100
@@ -44,6 +49,9 @@ class TrainConfig:
     seed: int = 42
     stop_at_step: int | None = None
     """Stop early at this step (a resumable break, e.g. before a SLURM time limit); null = run to max_steps."""
+    console: ConsoleMode = ConsoleMode.compact
+    """compact: one line per logged step (a progress bar on a terminal); full: olmo-core's metrics
+    block and log messages, module listing included (see olmo_exp/console.py)."""
 
     def validate(self) -> None:
         for key in ("max_steps", "global_batch_size", "micro_batch_size", "lr",
