@@ -84,16 +84,19 @@ class TrainConfig:
             max_grad_norm=self.max_grad_norm,
             compile_model=dist.compile_enabled(),
             dp_config=dist.dp_config(),
+            autocast_precision=dist.autocast_precision(),
             ac_config=dist.ac_config(),
         )
 
     def trainer_config(self, *, run_dir: Path, callbacks: dict[str, Any],
                        flops_per_token: int | None = None) -> TrainerConfig:
         """olmo-core's trainer: checkpoints in run_dir/checkpoints, resumed from there when present."""
+        import torch
         from olmo_core.train import Duration, TrainerConfig
         from olmo_core.train.callbacks import (
             CheckpointerCallback,
             ConsoleLoggerCallback,
+            GPUMemoryMonitorCallback,
             SpeedMonitorCallback,
         )
 
@@ -107,6 +110,8 @@ class TrainConfig:
             "speed_monitor": SpeedMonitorCallback(num_flops_per_token=flops_per_token),
             "console": ConsoleLoggerCallback(log_interval=self.log_interval),
         }
+        if torch.cuda.is_available():  # peak GPU memory per step ("gpu_memory/..." metrics)
+            stock["gpu_memory"] = GPUMemoryMonitorCallback()
         return TrainerConfig(
             save_folder=str(run_dir / "checkpoints"),
             work_dir=str(run_dir / "trainer-work"),
