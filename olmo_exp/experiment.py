@@ -217,16 +217,39 @@ class Run:
     def summary(self) -> dict:
         cfg = self.config
         vocab = self._vocab_size(data_lib.tokenizer_info(cfg.data).vocab_size)
-        shard = cfg.dist.param_shard_degree(launch.topology(cfg.dist).world_size)
-        return summarize(cfg.model, cfg.model.build_config(vocab),
-                         sequence_length=cfg.data.sequence_length, shard_degree=shard)
+        world = launch.topology(cfg.dist)
+        shard = cfg.dist.param_shard_degree(world.world_size)
+        return {**summarize(cfg.model, cfg.model.build_config(vocab),
+                            sequence_length=cfg.data.sequence_length, shard_degree=shard),
+                "dist": resolved_dist(cfg.dist, world)}
 
     def dry_run(self) -> None:
         summary = self.summary()
+        print(format_resolved(summary["dist"]))
         print(format_summary(summary))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
         print(f"wrote {self.run_dir / 'model_summary.json'} (dry run: no data prep, no training)")
+
+
+def resolved_dist(dist: DistConfig, world: launch.Topology) -> dict[str, Any]:
+    """What the dist group's nulls became on this host (model_summary.json's ``dist``)."""
+    import torch
+
+    return {
+        "strategy": dist.strategy.value,
+        "world_size": world.world_size,
+        "backend": launch.backend_for(dist, world),
+        "precision": dist.precision(world.on_gpu),
+        "compile": dist.compile_enabled(world.on_gpu),
+        "device": torch.cuda.get_device_name(0) if world.on_gpu else "cpu",
+    }
+
+
+def format_resolved(resolved: dict[str, Any]) -> str:
+    """The run's header line: tells runs on different hosts apart at a glance."""
+    return "run: " + " ".join(f"{k}={v}" if k != "device" else f"{k}={v!r}"
+                              for k, v in resolved.items())
 
 
 def _remove_fresh_dir(path: Path) -> None:
@@ -287,9 +310,11 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
     # model group -> olmo-core TransformerConfig (LWS as block_overrides)
     model_config = cfg.model.build_config(cfg.model.padded_vocab_size(manifest.vocab_size))
     model_config.init_seed = train.seed
-    summary = summarize(cfg.model, model_config, sequence_length=seq_len,
-                        shard_degree=cfg.dist.param_shard_degree(world.world_size))
+    summary = {**summarize(cfg.model, model_config, sequence_length=seq_len,
+                           shard_degree=cfg.dist.param_shard_degree(world.world_size)),
+               "dist": resolved_dist(cfg.dist, world)}
     if get_rank() == 0:
+        log.info("%s", format_resolved(summary["dist"]))
         (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
         log.info("model:\n%s", format_summary(summary))
 

@@ -96,17 +96,20 @@ class TrainConfig:
             scheduler=CosWithWarmup(warmup=self.capped("warmup_steps")),
             max_grad_norm=self.max_grad_norm,
             compile_model=dist.compile_enabled(world.on_gpu),
-            dp_config=dist.dp_config(world.world_size),
+            dp_config=dist.dp_config(world.world_size, world.on_gpu),
+            autocast_precision=dist.autocast_precision(world.on_gpu),
             ac_config=dist.ac_config(),
         )
 
     def trainer_config(self, *, run_dir: Path, callbacks: dict[str, Any],
                        flops_per_token: int | None = None) -> TrainerConfig:
         """olmo-core's trainer: checkpoints in run_dir/checkpoints, resumed from there when present."""
+        import torch
         from olmo_core.train import Duration, TrainerConfig
         from olmo_core.train.callbacks import (
             CheckpointerCallback,
             ConsoleLoggerCallback,
+            GPUMemoryMonitorCallback,
             SpeedMonitorCallback,
         )
 
@@ -120,6 +123,8 @@ class TrainConfig:
             "speed_monitor": SpeedMonitorCallback(num_flops_per_token=flops_per_token),
             "console": ConsoleLoggerCallback(log_interval=self.log_interval),
         }
+        if torch.cuda.is_available():  # peak GPU memory per step ("gpu_memory/..." metrics)
+            stock["gpu_memory"] = GPUMemoryMonitorCallback()
         return TrainerConfig(
             save_folder=str(run_dir / "checkpoints"),
             work_dir=str(run_dir / "trainer-work"),

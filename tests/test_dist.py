@@ -9,6 +9,7 @@ and a hung rank. Runs are shared between tests (module-scoped cache) to keep the
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -74,7 +75,6 @@ def _not_launched(monkeypatch: pytest.MonkeyPatch) -> None:
         (["dist=hsdp", "dist.nproc_per_node=4", "dist.num_replicas=3"], "dist.num_replicas"),
         (["dist=ddp", "dist.nproc_per_node=2", "dist.cpu_offload=true"], "dist.cpu_offload"),
         (["dist=single", "dist.cpu_offload=true"], "dist.cpu_offload"),
-        (["dist=single", "dist.mixed_precision=true"], "dist.mixed_precision"),
         (["dist=fsdp", "dist.shard_strategy=HYBRID_SHARD"], "dist.shard_strategy"),
         (["dist=fsdp", "dist.shard_strategy=NO_SHARD"], "dist.shard_strategy"),
         (["dist=ddp", "dist.shard_strategy=FULL_SHARD"], "dist.shard_strategy"),
@@ -103,6 +103,7 @@ def test_invalid_combination_is_one_line(overrides: list[str], key: str) -> None
     "overrides",
     [
         ["dist=single"],
+        ["dist=single", "dist.mixed_precision=true"],  # bf16 autocast, no FSDP wrapper needed
         ["dist=fsdp"],  # one process on CPU: a real 1-rank process group
         ["dist=fsdp", "dist.nproc_per_node=2", "dist.shard_strategy=SHARD_GRAD_OP"],
         ["dist=fsdp", "dist.nproc_per_node=2", "dist.cpu_offload=true", "dist.mixed_precision=true"],
@@ -144,26 +145,77 @@ def test_olmo_core_mapping() -> None:
     from olmo_core.config import DType
     from olmo_core.distributed.parallel import DataParallelType
 
-    assert DistConfig().dp_config(1) is None and DistConfig().ac_config() is None
-    fsdp = DistConfig(strategy=Strategy.fsdp, nproc_per_node=2, mixed_precision=True).dp_config(2)
+    assert DistConfig().dp_config(1, on_gpu=False) is None and DistConfig().ac_config() is None
+    fsdp = DistConfig(strategy=Strategy.fsdp, nproc_per_node=2, mixed_precision=True).dp_config(2, on_gpu=False)
     assert fsdp is not None and fsdp.name == DataParallelType.fsdp
     assert fsdp.param_dtype == DType.bfloat16 and fsdp.reduce_dtype == DType.float32
-    hsdp = DistConfig(strategy=Strategy.hsdp, nproc_per_node=4, num_replicas=2).dp_config(4)
+    hsdp = DistConfig(strategy=Strategy.hsdp, nproc_per_node=4, num_replicas=2).dp_config(4, on_gpu=False)
     assert hsdp is not None and (hsdp.name, hsdp.num_replicas, hsdp.shard_degree) == (
         DataParallelType.hsdp, 2, 2)
-    ddp = DistConfig(strategy=Strategy.ddp, nproc_per_node=2).dp_config(2)
+    ddp = DistConfig(strategy=Strategy.ddp, nproc_per_node=2).dp_config(2, on_gpu=False)
     assert ddp is not None and ddp.name == DataParallelType.ddp and ddp.param_dtype is None
     assert DistConfig(activation_checkpointing=True).ac_config() is not None
     fsdp_cfg = DistConfig(strategy=Strategy.fsdp, compile=None)
     assert fsdp_cfg.compile_enabled(on_gpu=False) is False
     assert fsdp_cfg.compile_enabled(on_gpu=True) is True
     assert DistConfig(compile=True).compile_enabled(on_gpu=False) is False  # olmo-core: CUDA only
+    assert ddp.param_dtype is None  # DDP gets bf16 through autocast, never bf16 replicas
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_precision_and_compile_follow_the_device(strategy: Strategy) -> None:
+    from olmo_core.config import DType
+
+    extra = {"nproc_per_node": 4, "num_replicas": 2} if strategy == Strategy.hsdp else {}
+    auto = DistConfig(strategy=strategy, **extra)  # mixed_precision and compile null
+    assert auto.mixed_precision is None and auto.compile is None
+    # CPU: fp32, no compile; every olmo-core knob off.
+    assert auto.precision(on_gpu=False) == "fp32" and auto.compile_enabled(on_gpu=False) is False
+    assert auto.autocast_precision(on_gpu=False) is None
+    assert getattr(auto.dp_config(4, on_gpu=False), "param_dtype", None) is None
+    # CUDA: bf16 compute with fp32 master weights, compiled.
+    assert auto.resolved_mixed_precision(on_gpu=True) and auto.compile_enabled(on_gpu=True)
+    sharded = strategy in (Strategy.fsdp, Strategy.hsdp)
+    dp = auto.dp_config(4, on_gpu=True)
+    if sharded:
+        assert auto.precision(on_gpu=True) == "bf16_params_fp32_reduce"
+        assert dp is not None and (dp.param_dtype, dp.reduce_dtype) == (DType.bfloat16, DType.float32)
+        assert auto.autocast_precision(on_gpu=True) is None
+    else:
+        assert auto.precision(on_gpu=True) == "bf16_autocast"
+        assert auto.autocast_precision(on_gpu=True) == DType.bfloat16
+        assert getattr(dp, "param_dtype", None) is None
+    # An explicit value wins on either device.
+    for cuda in (False, True):
+        off = DistConfig(strategy=strategy, mixed_precision=False, compile=False, **extra)
+        assert off.precision(on_gpu=cuda) == "fp32" and off.compile_enabled(on_gpu=cuda) is False
+        on = DistConfig(strategy=strategy, mixed_precision=True, compile=True, **extra)
+        assert on.precision(on_gpu=cuda) != "fp32"
+        assert on.compile_enabled(on_gpu=cuda) is cuda  # olmo-core compiles on CUDA only
     assert DistConfig(strategy=Strategy.fsdp).resolved_shard_strategy() == ShardStrategy.FULL_SHARD
     assert DistConfig(strategy=Strategy.fsdp, nproc_per_node=2).param_shard_degree(2) == 2
     assert DistConfig(strategy=Strategy.ddp, nproc_per_node=2).param_shard_degree(2) == 1
     assert launch.backend_for(DistConfig(), cpu_world()) is None
     assert launch.backend_for(DistConfig(strategy=Strategy.fsdp), cpu_world()) == "gloo"
     assert launch.backend_for(DistConfig(strategy=Strategy.fsdp), gpu_world(2)) == "cuda:nccl,cpu:gloo"
+
+
+def test_run_records_and_prints_what_dist_resolved_to(run_cli, tmp_path: Path) -> None:
+    """A single-process bf16 run (olmo-core autocast) trains; the header line and
+    model_summary.json say what precision/compile/world/backend the nulls became."""
+    auto, bf16 = tmp_path / "auto", tmp_path / "bf16"
+    proc = run_cli(*TINY, *PLAIN, "train.max_steps=2", run_dir=auto)
+    summary = json.loads((auto / "model_summary.json").read_text())["dist"]
+    assert summary == {"strategy": "single", "world_size": 1, "backend": None, "precision": "fp32",
+                       "compile": False, "device": "cpu"}
+    assert ("run: strategy=single world_size=1 backend=None precision=fp32 compile=False "
+            "device='cpu'") in proc.stdout + proc.stderr
+    run_cli(*TINY, *PLAIN, "train.max_steps=2", "dist.mixed_precision=true", run_dir=bf16)
+    assert json.loads((bf16 / "model_summary.json").read_text())["dist"]["precision"] == "bf16_autocast"
+    got, want = losses(bf16), losses(auto)
+    assert sorted(got) == [1, 2] and all(math.isfinite(v) for v in got.values())
+    assert got != want  # bf16 compute really ran ...
+    assert abs(got[1] - want[1]) / want[1] < 0.01  # ... on the same model and data
 
 
 def test_fsdp_hook_patches_only_when_needed_and_restores() -> None:
