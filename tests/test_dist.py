@@ -9,7 +9,6 @@ and a hung rank. Runs are shared between tests (module-scoped cache) to keep the
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import socket
@@ -487,4 +486,4 @@ def test_hung_rank_fails_after_the_timeout(tmp_path: Path) -> None:
     message = str(err.value)
     print(f"hung rank: failed after {elapsed:.1f}s: {message}")
     assert message.startswith("rank 0 of 2 failed first") and "timed out" in message.lower()
-    assert elapsed < 60 and not math.isnan(elapsed)
+    assert 3 <= elapsed < 60  # waited for the 3 s timeout, then failed (not torch's 30 min)
