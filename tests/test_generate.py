@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 SCRIPT = r"""
@@ -46,6 +47,7 @@ print("OK", got)
 """
 
 
+@pytest.mark.slow
 def test_generation_under_fsdp_matches_and_keeps_shard_grad_op() -> None:
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True,
                           text=True, timeout=300, env={"OMP_NUM_THREADS": "2", "PATH": ""})

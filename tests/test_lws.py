@@ -392,6 +392,7 @@ def test_wrong_types_fail_at_compose(override: str, cause: type, message: str) -
 # -- the command line -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_composes_lws_on_any_model_with_overrides() -> None:
     args = [sys.executable, "run.py", "model=gqa_3kv", "model/lws=openelm",
             "model.lws.qkv_scalars=[0.25,1.0]", "--cfg", "job"]
