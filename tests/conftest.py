@@ -29,6 +29,17 @@ TINY = [
 ]
 
 
+# A test that uses one of these runs the real command line or real multi-process training: it is
+# `slow` whether or not it says so, keeping `pytest -m "not slow"` a fast lane (CI runs everything).
+SLOW_FIXTURES = {"run_cli", "runs"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
