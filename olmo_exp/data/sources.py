@@ -252,7 +252,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[Any, str]]:
                     yield json.loads(line), f"data file {path}, line {line_no}"
         except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
             where = f", line {line_no}" if line_no else ""
-            detail = str(e).splitlines()[0]
+            detail = (f"{e.msg.removesuffix(' at')}, column {e.colno}" if isinstance(e, json.JSONDecodeError)
+                      else str(e).splitlines()[0])
             raise DataError(f"data file {path}{where}: not valid JSON ({detail})") from None
         except (EOFError, OSError, zlib.error) as e:
             raise _damaged(path, raw, e) from None
