@@ -283,6 +283,7 @@ class ConsoleCallback(ConsoleLoggerCallback):
     world_size: int = 1
     progress_bar: bool = False
     _view: StepConsole | None = None
+    _trained: bool = False
 
     def pre_train(self) -> None:
         from olmo_core.distributed.utils import get_rank
@@ -305,11 +306,12 @@ class ConsoleCallback(ConsoleLoggerCallback):
             self._view.log_metrics(step, metrics)
 
     def post_train(self) -> None:
-        if self._view is not None:
-            self._view.finish()
-            self._view = None
+        self._trained = True  # the end line waits for close(): after the final generation, eval
 
     def close(self) -> None:
-        if self._view is not None:  # training failed: close the bar, no "finished" line
-            self._view.close_bar()
+        if self._view is not None:
+            if self._trained:
+                self._view.finish()
+            else:  # training failed: close the bar, no "finished" line
+                self._view.close_bar()
             self._view = None
