@@ -39,7 +39,8 @@ class TrainConfig:
     warmup_steps: int = 10
     max_grad_norm: float = 1.0
     checkpoint_interval: int = 50
-    """Steps between checkpoints; the final step is always saved."""
+    """Steps between checkpoints; the final step is always saved. 0 = no checkpoints at all
+    (benchmarks: a 1B model's final checkpoint is 16 GB of disk writes)."""
     eval_interval: int = 50
     """Steps between validation-loss evaluations (0 = off); validation also runs at the end."""
     eval_batches: int = 4
@@ -55,11 +56,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         for key in ("max_steps", "global_batch_size", "micro_batch_size", "lr",
-                    "checkpoint_interval", "log_interval", "eval_batches"):
+                    "log_interval", "eval_batches"):
             positive(f"train.{key}", getattr(self, key))
         # warmup and intervals larger than the run are capped at max_steps (see capped()), so
         # that shortening a run needs no other edit; only values wrong on their own fail here.
-        for key in ("weight_decay", "warmup_steps", "max_grad_norm", "eval_interval", "seed"):
+        for key in ("weight_decay", "warmup_steps", "max_grad_norm", "eval_interval", "seed",
+                    "checkpoint_interval"):
             non_negative(f"train.{key}", getattr(self, key))
         if self.global_batch_size % self.micro_batch_size != 0:
             raise ConfigError(
@@ -69,6 +71,9 @@ class TrainConfig:
         if self.stop_at_step is not None and not 0 < self.stop_at_step <= self.max_steps:
             raise ConfigError("train.stop_at_step", self.stop_at_step,
                               f"must be null or in 1..train.max_steps={self.max_steps}")
+        if self.stop_at_step is not None and self.checkpoint_interval == 0:
+            raise ConfigError("train.stop_at_step", self.stop_at_step,
+                              "must be null with train.checkpoint_interval=0 (nothing to resume from)")
 
     def capped(self, key: str) -> int:
         """``train.<key>`` (warmup or an interval) as this run uses it: at most ``max_steps``;
@@ -115,7 +120,9 @@ class TrainConfig:
 
         stock = {
             "checkpointer": CheckpointerCallback(
-                save_interval=self.capped("checkpoint_interval"),
+                # 0 = no checkpoints (benchmarks); otherwise capped at the run's length.
+                save_interval=self.capped("checkpoint_interval") or None,
+                enabled=self.checkpoint_interval > 0,
                 save_async=False,
                 # An lr=0 step-0 checkpoint perturbs the optimizer state: skip it.
                 pre_train_checkpoint=False,
