@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
@@ -12,6 +14,9 @@ from olmo_exp.launch import shared_run_id
 from olmo_exp.lws import LWSConfig
 from olmo_exp.model import ModelConfig
 from olmo_exp.train import TrainConfig
+
+SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
+"""Named sweep presets (the top-level ``sweeps/`` folder): the ``sweep`` group, ``-m +sweep=NAME``."""
 
 
 def register() -> None:
@@ -24,3 +29,7 @@ def register() -> None:
     cs.store(group="dist", name="dist_schema", node=DistConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="train", name="train_schema", node=TrainConfig)
+    # The presets live outside conf/ (one folder of research questions, not run settings); stored
+    # by absolute path so that `+sweep=NAME` works from any working directory.
+    for path in sorted(SWEEPS_DIR.glob("*.yaml")):
+        cs.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
