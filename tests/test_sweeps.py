@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import shutil
@@ -24,6 +25,12 @@ register()
 PRESETS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
 
+@functools.cache
+def composed(job: tuple[str, ...]):
+    return match.compose(list(job))
+
+
+@functools.cache
 def preset_jobs(name: str) -> list[list[str]]:
     """Every job of ``-m +sweep=NAME``, expanded as Hydra's basic sweeper does."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
@@ -45,12 +52,13 @@ def test_every_preset_composes_validates_and_dry_runs(name: str) -> None:
     assert len(jobs) > 1
     assert f"{len(jobs)} jobs" in text  # the header says how many jobs
     for job in jobs:
-        summary = match.summary(job)  # validate() + the dry run's model summary, no data
+        # validate() + the dry run's model summary (meta device, no data)
+        summary = match.summarize_config(composed(tuple(job)))
         assert summary["n_params"] > 0 and summary["flops_per_token"] > 0
 
 
 def test_kv_heads_covers_every_divisor_of_n_heads() -> None:
-    configs = [match.compose(job) for job in preset_jobs("kv_heads")]
+    configs = [composed(tuple(job)) for job in preset_jobs("kv_heads")]
     n_heads = configs[0].model.n_heads
     assert all(c.model.name == "gqa_3kv" for c in configs)
     assert sorted(c.model.n_kv_heads for c in configs) == [
@@ -59,25 +67,25 @@ def test_kv_heads_covers_every_divisor_of_n_heads() -> None:
 
 
 def test_lws_scalars_grid() -> None:
-    configs = [match.compose(job).model.lws for job in preset_jobs("lws_scalars")]
+    configs = [composed(tuple(job)).model.lws for job in preset_jobs("lws_scalars")]
     grid = {(tuple(c.qkv_scalars), tuple(c.fnn_scalars), c.output_scalars is None) for c in configs}
     assert len(grid) == len(configs) == 8
 
 
 def test_lws_vs_uniform_pairs_are_matched() -> None:
-    models = {match.compose(job).model.name for job in preset_jobs("lws_vs_uniform")}
+    models = {composed(tuple(job)).model.name for job in preset_jobs("lws_vs_uniform")}
     assert models == {m for pair in match.PAIRS for m in (pair.uniform, pair.lws)}
     for m in match.check():
         assert abs(m.relative_diff) <= match.TOLERANCE, m
-        uniform, lws = (match.compose([f"model={n}"]).model for n in (m.pair.uniform, m.pair.lws))
+        uniform, lws = (composed((f"model={n}",)).model for n in (m.pair.uniform, m.pair.lws))
         assert not uniform.lws.enabled and lws.lws.enabled
 
 
 def test_matched_geometry_is_the_computed_one() -> None:
     """The model files carry what the search computes (near the value, to keep the test short)."""
     for pair in match.PAIRS:
-        fnn = match.compose([f"model={pair.lws}"]).model.lws.fnn_scalars
-        top, best = match.search(pair, low=fnn[1] - 0.3, high=fnn[1] + 0.3)
+        fnn = composed((f"model={pair.lws}",)).model.lws.fnn_scalars
+        top, best = match.search(pair, low=fnn[1] - 0.1, high=fnn[1] + 0.1)
         assert top == fnn[1] and abs(best.relative_diff) <= match.TOLERANCE
 
 
@@ -92,8 +100,11 @@ def test_a_drifted_pair_is_refused(monkeypatch) -> None:
 
 def _cli(*args: str, cwd: Path, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "2", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), f"data.output_dir={data_dir}",
-                           *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    flags = [a for a in args if a.startswith("-")]  # -m/--help before the overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), *flags,
+                           f"data.output_dir={data_dir}", *overrides],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -119,8 +130,14 @@ def test_equal_budget_sweep_refuses_another_sequence_length(tmp_path: Path, data
 
 # -- the report -------------------------------------------------------------------------------
 
-SWEEP_TINY = [*TINY, "train.max_steps=3", "train.eval_interval=3", "train.checkpoint_interval=3",
-              "generate.interval=2"]
+def tiny(*changes: str) -> list[str]:
+    """The shared tiny overrides with some values changed (each key given once)."""
+    keys = {c.split("=")[0] for c in changes}
+    return [o for o in TINY if o.split("=")[0] not in keys] + list(changes)
+
+
+SWEEP_TINY = tiny("train.max_steps=3", "train.eval_interval=3", "train.checkpoint_interval=3",
+                  "generate.interval=2")
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +228,7 @@ def test_regenerate_from_run_dirs_alone(two_point_sweep: Path, tmp_path: Path) -
 def test_a_failing_job_is_a_row_of_the_report(tmp_path: Path, data_dir: Path) -> None:
     """Job 1 is rejected (3 KV heads for 8 heads): the sweep stops, the report shows why."""
     sweep_dir = tmp_path / "sweep"
-    proc = _cli("-m", "model.n_kv_heads=4,3", *TINY, "train.max_steps=2",
+    proc = _cli("-m", "model.n_kv_heads=4,3", *tiny("train.max_steps=2"),
                 f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, data_dir=data_dir, check=False)
     assert proc.returncode == 2
     rows = read_csv(sweep_dir / "report.csv")
@@ -221,3 +238,35 @@ def test_a_failing_job_is_a_row_of_the_report(tmp_path: Path, data_dir: Path) ->
     )
     md = (sweep_dir / "report.md").read_text()
     assert "| failed | " in md and "must divide model.n_heads=8" in md
+
+
+def test_a_job_that_raised_is_failed_with_its_first_line(tmp_path: Path) -> None:
+    """What Hydra hands on_job_end for a job whose task raised (the sweep then stops)."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from olmo_exp.report import SweepReportCallback
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose(config_name="config", overrides=["train.max_steps=4"],
+                      return_hydra_config=True)
+    sweep_dir = tmp_path / "sweep"
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.sweep.dir = str(sweep_dir)
+        cfg.hydra.runtime.output_dir = str(sweep_dir / "0")
+    (sweep_dir / "0").mkdir(parents=True)
+    try:
+        raise RuntimeError("CUDA out of memory\nTried to allocate 2 GiB")
+    except RuntimeError as e:
+        error = e
+    callback = SweepReportCallback()
+    callback.on_job_start(config=cfg)
+    callback.on_job_end(config=cfg, job_return=JobReturn(status=JobStatus.FAILED,
+                                                         _return_value=error))
+    rows = read_csv(sweep_dir / "report.csv")
+    assert [(r["job"], r["status"], r["error"]) for r in rows] == [
+        ("0", "failed", "RuntimeError: CUDA out of memory")
+    ]
+    assert "Traceback" in (sweep_dir / "0" / "error.txt").read_text()
