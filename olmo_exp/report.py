@@ -18,6 +18,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 import traceback
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -299,7 +300,7 @@ def write_plot(data: list[JobData], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 5.5), sharex=True)
-    unit = "tokens" if all(d.curve_tokens_per_step for d in data) else "steps"
+    unit = "tokens" if all(d.curve_tokens_per_step for d in data if d.metrics) else "steps"
     for i, d in enumerate(data):
         label = f"#{d.row.job} {d.row.overrides or '(no overrides)'}"
         if d.row.status != "finished":
@@ -317,7 +318,7 @@ def write_plot(data: list[JobData], path: Path, title: str) -> None:
     handles, labels = ax_train.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=1 if len(labels) > 4 else 2,
                fontsize=9, frameon=False)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(textwrap.fill(title, width=160), fontsize=9)
     fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(labels) / (1 if len(labels) > 4 else 2)),
                            1, 1))
     tmp = path.with_name(path.stem + ".tmp.png")
@@ -339,7 +340,8 @@ def write_report(sweep_dir: Path | str) -> list[JobRow]:
         rows = [d.row for d in data]
         write_csv(rows, sweep_dir / "report.csv")
         write_markdown(sweep_dir, rows, common, sweep_dir / "report.md")
-        write_plot(data, sweep_dir / "report.png", f"{sweep_dir.name}: {' '.join(common)}")
+        write_plot(data, sweep_dir / "report.png",
+                   f"{sweep_dir.name}, all jobs: {' '.join(common) or '(no common overrides)'}")
     return rows
 
 
@@ -369,7 +371,7 @@ def plot_run(run_dir: Path, tokens_per_step: int | None) -> Path:
                    label="generation sample" if i == 0 else None)
     ax.set_xlabel(f"{unit} seen")
     ax.set_ylabel("CE loss")
-    ax.set_title(str(run_dir.name))
+    ax.set_title(f"{run_dir.parent.name}/{run_dir.name}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
