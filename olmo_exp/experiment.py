@@ -361,8 +361,13 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
     trainer = train.trainer_config(
         run_dir=run_dir, callbacks=callbacks, flops_per_token=summary["flops_per_token"]
     ).build(train_module, data_loader)
+    is_rank0 = get_rank() == 0  # asked before teardown: afterwards every process says rank 0
     try:
         trainer.fit()  # loads the latest checkpoint in run_dir/checkpoints first, if any
     finally:
         launch.teardown()
+    if is_rank0:
+        from olmo_exp.report import plot_run
+
+        plot_run(run_dir, tokens_per_step=train.global_batch_size * seq_len)
 

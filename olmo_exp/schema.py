@@ -22,6 +22,9 @@ from olmo_exp.train import TrainConfig
 from olmo_exp.usage import register as register_help
 from olmo_exp.validation import ConfigError
 
+SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
+"""Named sweep presets (the top-level ``sweeps/`` folder): the ``sweep`` group, ``-m +sweep=NAME``."""
+
 
 def register() -> None:
     # hydra.run.dir: one directory per launch, the same for every rank that torchrun starts.
@@ -34,6 +37,10 @@ def register() -> None:
     cs.store(group="dist", name="dist_schema", node=DistConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="train", name="train_schema", node=TrainConfig)
+    # The presets live outside conf/ (one folder of research questions, not run settings); stored
+    # by absolute path so that `+sweep=NAME` works from any working directory.
+    for path in sorted(SWEEPS_DIR.glob("*.yaml")):
+        cs.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
 class UnknownOverrideError(ConfigError):

@@ -1,0 +1,272 @@
+"""Sweep presets (sweeps/), equal-budget pairs, and the report every multirun leaves."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY, read_jsonl
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from olmo_exp import match
+from olmo_exp.report import expand_jobs
+from olmo_exp.schema import SWEEPS_DIR, register
+from olmo_exp.validation import ConfigError
+
+register()
+PRESETS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+
+
+@functools.cache
+def composed(job: tuple[str, ...]):
+    return match.compose(list(job))
+
+
+@functools.cache
+def preset_jobs(name: str) -> list[list[str]]:
+    """Every job of ``-m +sweep=NAME``, expanded as Hydra's basic sweeper does."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose(config_name="config", overrides=[f"+sweep={name}"],
+                      return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    return expand_jobs(params, [f"+sweep={name}"])
+
+
+def test_presets_exist() -> None:
+    assert {"kv_heads", "lws_scalars", "lws_vs_uniform"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_composes_validates_and_dry_runs(name: str) -> None:
+    text = (SWEEPS_DIR / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_\n# "), "document the question at the top"
+    jobs = preset_jobs(name)
+    assert len(jobs) > 1
+    assert f"{len(jobs)} jobs" in text  # the header says how many jobs
+    for job in jobs:
+        # validate() + the dry run's model summary (meta device, no data)
+        summary = match.summarize_config(composed(tuple(job)))
+        assert summary["n_params"] > 0 and summary["flops_per_token"] > 0
+
+
+def test_kv_heads_covers_every_divisor_of_n_heads() -> None:
+    configs = [composed(tuple(job)) for job in preset_jobs("kv_heads")]
+    n_heads = configs[0].model.n_heads
+    assert all(c.model.name == "gqa_3kv" for c in configs)
+    assert sorted(c.model.n_kv_heads for c in configs) == [
+        k for k in range(1, n_heads + 1) if n_heads % k == 0
+    ]
+
+
+def test_lws_scalars_grid() -> None:
+    configs = [composed(tuple(job)).model.lws for job in preset_jobs("lws_scalars")]
+    grid = {(tuple(c.qkv_scalars), tuple(c.fnn_scalars), c.output_scalars is None) for c in configs}
+    assert len(grid) == len(configs) == 8
+
+
+def test_lws_vs_uniform_pairs_are_matched() -> None:
+    models = {composed(tuple(job)).model.name for job in preset_jobs("lws_vs_uniform")}
+    assert models == {m for pair in match.PAIRS for m in (pair.uniform, pair.lws)}
+    for m in match.check():
+        assert abs(m.relative_diff) <= match.TOLERANCE, m
+        uniform, lws = (composed((f"model={n}",)).model for n in (m.pair.uniform, m.pair.lws))
+        assert not uniform.lws.enabled and lws.lws.enabled
+
+
+def test_matched_geometry_is_the_computed_one() -> None:
+    """The model files carry what the search computes (near the value, to keep the test short)."""
+    for pair in match.PAIRS:
+        fnn = composed((f"model={pair.lws}",)).model.lws.fnn_scalars
+        top, best = match.search(pair, low=fnn[1] - 0.1, high=fnn[1] + 0.1)
+        assert top == fnn[1] and abs(best.relative_diff) <= match.TOLERANCE
+
+
+def test_a_drifted_pair_is_refused(monkeypatch) -> None:
+    # An edit that breaks the budget: OpenELM's own FFN schedule has ~15% fewer parameters.
+    monkeypatch.setattr(match, "PAIRS", (match.Pair("n_non_embedding_params", "match_uniform",
+                                                    "lws_tiny"),))
+    with pytest.raises(ConfigError) as err:
+        match.check()
+    assert err.value.key == "model=lws_tiny" and "within 2%" in str(err.value)
+
+
+def _cli(*args: str, cwd: Path, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "HYDRA_FULL_ERROR": "1"}
+    flags = [a for a in args if a.startswith("-")]  # -m/--help before the overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), *flags,
+                           f"data.output_dir={data_dir}", *overrides],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def test_help_lists_presets_from_any_directory(tmp_path: Path, data_dir: Path) -> None:
+    proc = _cli("--help", cwd=tmp_path, data_dir=data_dir)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("sweep:"))
+    assert line == "sweep: " + ", ".join(PRESETS)
+
+
+def test_equal_budget_sweep_refuses_another_sequence_length(tmp_path: Path, data_dir: Path) -> None:
+    """FLOPs per token depend on the sequence length: at 2048 the pair is not matched any more."""
+    proc = _cli("-m", "+sweep=lws_vs_uniform", "data.sequence_length=2048",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, data_dir=data_dir,
+                check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "model=match_lws_flops" in errors[0], proc.stderr[-3000:]
+    assert "match: n_non_embedding_params" in proc.stderr  # the match is printed
+    assert not (tmp_path / "sweep").exists()  # refused before any job
+
+
+# -- the report -------------------------------------------------------------------------------
+
+def tiny(*changes: str) -> list[str]:
+    """The shared tiny overrides with some values changed (each key given once)."""
+    keys = {c.split("=")[0] for c in changes}
+    return [o for o in TINY if o.split("=")[0] not in keys] + list(changes)
+
+
+SWEEP_TINY = tiny("train.max_steps=3", "train.eval_interval=3", "train.checkpoint_interval=3",
+                  "generate.interval=2")
+
+
+@pytest.fixture(scope="module")
+def two_point_sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    cwd = tmp_path_factory.mktemp("sweep_cwd")
+    sweep_dir = cwd / "multirun" / "two"
+    _cli("-m", "model.n_layers=1,2", *SWEEP_TINY, f"hydra.sweep.dir={sweep_dir}", cwd=cwd,
+         data_dir=data_dir)
+    return sweep_dir
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_values_equal_the_jobs_metrics(two_point_sweep: Path) -> None:
+    rows = read_csv(two_point_sweep / "report.csv")
+    assert [r["job"] for r in rows] == ["0", "1"]
+    assert [r["overrides"] for r in rows] == ["model.n_layers=1", "model.n_layers=2"]
+    for row in rows:
+        run_dir = Path(row["run_dir"])
+        assert run_dir == two_point_sweep / row["job"]
+        records = read_jsonl(run_dir / "metrics.jsonl")
+        summary = json.loads((run_dir / "model_summary.json").read_text())
+        train = [r["train/CE loss"] for r in records if "train/CE loss" in r]
+        evals = [r for r in records if "eval/lm/validation/CE loss" in r]
+        assert row["status"] == "finished" and row["error"] == ""
+        assert int(row["step"]) == 3
+        assert float(row["final_train_loss"]) == train[-1]
+        assert float(row["final_val_loss"]) == evals[-1]["eval/lm/validation/CE loss"]
+        assert float(row["final_val_ppl"]) == evals[-1]["eval/lm/validation/PPL"]
+        assert float(row["best_val_loss"]) == min(e["eval/lm/validation/CE loss"] for e in evals)
+        assert int(row["params"]) == summary["n_params"]
+        assert int(row["non_embedding_params"]) == summary["n_non_embedding_params"]
+        assert int(row["flops_per_token"]) == summary["flops_per_token"]
+        assert float(row["tokens_per_s_device"]) > 0 and float(row["train_wall_s"]) > 0
+        assert (run_dir / "loss.png").stat().st_size > 10_000  # each run's own plot
+    md = (two_point_sweep / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ") and "model.n_layers" in line]
+    by_loss = sorted(rows, key=lambda r: float(r["final_val_loss"]))
+    assert [line.split(" | ")[1] for line in table] == [r["overrides"] for r in by_loss]
+
+
+def test_report_png_is_readable(two_point_sweep: Path) -> None:
+    from PIL import Image
+
+    image = Image.open(two_point_sweep / "report.png").convert("L")
+    width, height = image.size
+    assert width >= 1000 and height >= 500
+    colors = image.getcolors(maxcolors=1_000_000)
+    assert colors is not None and len(colors) > 20  # axes, curves and legend text, not blank
+
+
+def test_regenerate_from_run_dirs_alone(two_point_sweep: Path, tmp_path: Path) -> None:
+    """python -m olmo_exp.report gives the same report, also for a half-written run."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(two_point_sweep, copy, ignore=shutil.ignore_patterns("report.*", "checkpoints"))
+    proc = subprocess.run([sys.executable, "-m", "olmo_exp.report", str(copy)], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    assert "| 0 | model.n_layers=1 | finished" in proc.stdout
+    original = read_csv(two_point_sweep / "report.csv")
+    again = read_csv(copy / "report.csv")
+    for a, b in zip(original, again, strict=True):
+        assert {k: v for k, v in a.items() if k != "run_dir"} == \
+               {k: v for k, v in b.items() if k != "run_dir"}
+    # Job 1 is cut mid-line (a run still writing, or killed); a third job never started.
+    metrics = copy / "1" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
+    (copy / "1" / "model_summary.json").write_text('{"n_params": 12')
+    multirun = OmegaConf.load(copy / "multirun.yaml")
+    multirun.hydra.overrides.task = [o.replace("model.n_layers=1,2", "model.n_layers=1,2,3")
+                                     for o in multirun.hydra.overrides.task]
+    OmegaConf.save(multirun, copy / "multirun.yaml")
+    subprocess.run([sys.executable, "-m", "olmo_exp.report", str(copy)], cwd=REPO,
+                   capture_output=True, text=True, check=True)
+    rows = read_csv(copy / "report.csv")
+    assert [(r["job"], r["status"], r["overrides"]) for r in rows] == [
+        ("0", "finished", "model.n_layers=1"),
+        ("1", "running", "model.n_layers=2"),
+        ("2", "not started", "model.n_layers=3"),
+    ]
+    assert rows[1]["step"] == str(json.loads(lines[1])["step"])
+    assert rows[1]["params"] == ""  # its half-written summary reads as absent
+
+
+def test_a_failing_job_is_a_row_of_the_report(tmp_path: Path, data_dir: Path) -> None:
+    """Job 1 is rejected (3 KV heads for 8 heads): the sweep stops, the report shows why."""
+    sweep_dir = tmp_path / "sweep"
+    proc = _cli("-m", "model.n_kv_heads=4,3", *tiny("train.max_steps=2"),
+                f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, data_dir=data_dir, check=False)
+    assert proc.returncode == 2
+    rows = read_csv(sweep_dir / "report.csv")
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "finished"), ("1", "failed")]
+    assert rows[1]["error"] == (
+        "error: model.n_kv_heads=3 is invalid: must divide model.n_heads=8; valid: [1, 2, 4, 8]"
+    )
+    md = (sweep_dir / "report.md").read_text()
+    assert "| failed | " in md and "must divide model.n_heads=8" in md
+
+
+def test_a_job_that_raised_is_failed_with_its_first_line(tmp_path: Path) -> None:
+    """What Hydra hands on_job_end for a job whose task raised (the sweep then stops)."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from olmo_exp.report import SweepReportCallback
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose(config_name="config", overrides=["train.max_steps=4"],
+                      return_hydra_config=True)
+    sweep_dir = tmp_path / "sweep"
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.sweep.dir = str(sweep_dir)
+        cfg.hydra.runtime.output_dir = str(sweep_dir / "0")
+    (sweep_dir / "0").mkdir(parents=True)
+    try:
+        raise RuntimeError("CUDA out of memory\nTried to allocate 2 GiB")
+    except RuntimeError as e:
+        error = e
+    callback = SweepReportCallback()
+    callback.on_job_start(config=cfg)
+    callback.on_job_end(config=cfg, job_return=JobReturn(status=JobStatus.FAILED,
+                                                         _return_value=error))
+    rows = read_csv(sweep_dir / "report.csv")
+    assert [(r["job"], r["status"], r["error"]) for r in rows] == [
+        ("0", "failed", "RuntimeError: CUDA out of memory")
+    ]
+    assert "Traceback" in (sweep_dir / "0" / "error.txt").read_text()
