@@ -1,5 +1,7 @@
 """olmo-exp entry point: compose the config groups, build the run object, run it."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -17,3 +19,7 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     main()
+    # -m hydra/launcher=slurm|local: failed jobs were reported one per line; the others finished.
+    from olmo_exp.slurm import sweep_exit_code
+
+    sys.exit(sweep_exit_code())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 
 from olmo_exp import data as data_lib
-from olmo_exp import launch
+from olmo_exp import launch, slurm
 from olmo_exp.data.config import DataConfig
 from olmo_exp.dist import DistConfig
 from olmo_exp.generate import GenerateConfig
@@ -93,10 +92,13 @@ class Run:
     """Hydra's own composed config/overrides, written to .hydra/ once the run is accepted."""
     fresh_dir: bool = True
     """The run dir was empty when this run started: everything in it is this run's own."""
+    check_launcher: bool = False
+    """Started by Hydra: refuse hydra/launcher=slurm|local without -m."""
 
     @classmethod
     def from_hydra(cls, cfg: DictConfig) -> Run:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -107,7 +109,10 @@ class Run:
             "overrides.yaml": OmegaConf.create(list(hydra_cfg.overrides.task)),
         }
         fresh = not any(run_dir.iterdir()) if run_dir.exists() else True
-        return cls(config=config, run_dir=run_dir, hydra_files=files, fresh_dir=fresh)
+        if config.wandb.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
+            config.wandb.group = str(hydra_cfg.sweep.dir)  # a sweep's runs line up in the UI
+        return cls(config=config, run_dir=run_dir, hydra_files=files, fresh_dir=fresh,
+                   check_launcher=True)
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -140,6 +145,8 @@ class Run:
 
     def execute(self) -> None:
         try:
+            if self.check_launcher:
+                slurm.check_launcher_mode()
             self.config.validate()
             self.check_run_dir()
         except ConfigError as e:
@@ -164,7 +171,7 @@ class Run:
 
     def _reject(self, error: Exception) -> NoReturn:
         print(f"error: {error}", file=sys.stderr)
-        if self.fresh_dir:
+        if self.fresh_dir and slurm.task_rank() == 0:
             _remove_fresh_dir(self.run_dir)
         sys.exit(2)
 
@@ -172,7 +179,9 @@ class Run:
         return self.config.model.padded_vocab_size(tokenizer_vocab)
 
     def _write_hydra_files(self) -> None:
-        if launch.already_launched() and int(os.environ.get("RANK", "0")) != 0:
+        # SLURM/submitit tasks: RANK is exported only later (init_distributed); slurm.task_rank
+        # reads the task's rank from the launcher's own environment.
+        if launch.already_launched() and slurm.task_rank() != 0:
             return
         hydra_dir = self.run_dir / ".hydra"
         hydra_dir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +198,8 @@ class Run:
     def dry_run(self) -> None:
         summary = self.summary()
         print(format_summary(summary))
+        if slurm.task_rank() != 0:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
         print(f"wrote {self.run_dir / 'model_summary.json'} (dry run: no data prep, no training)")
@@ -220,6 +231,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         DistMemoryCallback,
         GenerationCallback,
         MetricsFileCallback,
+        RequeueCallback,
         WandbLogCallback,
     )
 
@@ -271,6 +283,8 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         callbacks["lm_evaluator"] = train.evaluator_config(
             manifest.dataset_config("validation", sequence_length=seq_len, work_dir=work_dir)
         )
+    if slurm.in_sweep_job():  # the time-limit signal stops all ranks after one step, checkpointed
+        callbacks["requeue"] = RequeueCallback()
     if cfg.wandb.enabled:
         callbacks["wandb"] = WandbLogCallback(
             config=cfg.wandb, run_dir=run_dir, run_name=run_dir.name, run_config=config_dict
@@ -283,6 +297,8 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         trainer.fit()  # loads the latest checkpoint in run_dir/checkpoints first, if any
     finally:
         launch.teardown()
+    if trainer.is_canceled:
+        slurm.requeue_if_signaled(trainer.global_step)  # submitit requeues; the next attempt resumes
 
 
 def _log_to_file(path: Path) -> None:
