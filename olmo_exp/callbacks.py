@@ -164,6 +164,16 @@ class RequeueCallback(Callback):
     checkpointer saves that very step in ``post_train`` and the requeued job loses nothing.
     """
 
+    def pre_train(self) -> None:
+        from olmo_exp import slurm
+
+        slurm.set_phase("training")
+
+    def post_train(self) -> None:
+        from olmo_exp import slurm
+
+        slurm.set_phase("done")
+
     def post_step(self) -> None:
         import torch
         from olmo_core.distributed.utils import all_reduce_value, get_world_size, is_distributed

@@ -116,6 +116,8 @@ class _PreemptionState:
     submitit_handler: Callable[..., Any] | None = None
     """submitit's own handler (checkpoint the submission + requeue), called once a checkpoint is saved."""
     signum: int = 0
+    phase: str = "setup"
+    """setup (no trainer yet: requeue at once) | training (stop after a step) | done (ignore)."""
 
 
 _preemption = _PreemptionState()
@@ -131,10 +133,22 @@ def signal_received() -> str | None:
 
 
 def _on_preemption_signal(signum: int, frame: Any) -> None:
+    name = signal.Signals(signum).name
+    if _preemption.phase == "setup" and callable(_preemption.submitit_handler):
+        # Nothing trained yet, nothing to save: submitit's own handler requeues now (rank 0).
+        os.write(2, f"caught {name} (time limit or preemption) before training: requeuing\n".encode())
+        _preemption.submitit_handler(signum, frame)
+        return
     # Only a flag (and a raw write: logging may hold its lock in the interrupted frame).
-    _preemption.signal_name = signal.Signals(signum).name
-    os.write(2, f"caught {_preemption.signal_name} (time limit or preemption): stopping after "
-                f"this step to save a checkpoint\n".encode())
+    _preemption.signal_name = name
+    if _preemption.phase == "training":
+        os.write(2, f"caught {name} (time limit or preemption): stopping after this step to "
+                    f"save a checkpoint\n".encode())
+
+
+def set_phase(phase: str) -> None:
+    """``training`` once the trainer runs (a signal then stops it after a step), ``done`` after."""
+    _preemption.phase = phase
 
 
 def _install_preemption_handler() -> None:
@@ -144,6 +158,7 @@ def _install_preemption_handler() -> None:
     _preemption.submitit_handler = signal.getsignal(signum)  # type: ignore[assignment]
     _preemption.signum = signum
     _preemption.signal_name = None
+    _preemption.phase = "setup"
     signal.signal(signum, _on_preemption_signal)
 
 
@@ -354,7 +369,8 @@ class _SweepLauncher(BaseSubmititLauncher):
             return
         task, cause = _root_cause(failed)
         s.log_path = str(job.task(task).paths.stderr)
-        state = s.state if s.state not in ("COMPLETED", "UNKNOWN", "") else "FAILED"
+        # A job whose task raised still "completes" as far as the scheduler is concerned.
+        state = s.state if s.state not in ("COMPLETED", "FINISHED", "UNKNOWN", "") else "FAILED"
         s.cause = cause
         line = (f"error: job #{s.point.num} [{job.job_id}] ({shown}) failed ({state}{again}): "
                 f"{cause} | log: {s.log_path}")

@@ -10,6 +10,7 @@ resumed. The same behaviours through real sbatch are in tests/slurm/.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -178,7 +179,7 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
     bad.write_text("this is not json\n")
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}", f"data.output_dir={data_dir}",
-            *TINY, *PLAIN, "train.max_steps=10", "data=files", "data.bpe_vocab_size=512",
+            *TINY, *PLAIN, "train.max_steps=10", "data=files", "data.tokenizer=bpe", "data.bpe_vocab_size=512",
             f"data.path={good},{bad},{good}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=tmp_path, env=env,
@@ -198,14 +199,19 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
     assert proc.returncode == 1, err[-4000:]
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert line.startswith("error: job #1 [") and f"data.path={bad}" in line, line
-    assert "bad.jsonl" in line.split("):", 1)[1] and " | log: " in line, line  # the run's own cause
+    assert line.split("): ", 1)[1].startswith("ArrowInvalid: JSON parse error"), line  # its cause
+    assert "(FAILED)" in line and " | log: " in line, line
     assert Path(line.rsplit(" | log: ", 1)[1]).is_file()
     assert "Traceback" not in err
     assert "(requeued 1x)" in out + err
     # The interrupted run checkpointed the step it stopped at, resumed from it, and its metrics
     # (one record per step) equal the uninterrupted run's.
-    (log2,) = [p for p in (sweep / ".submitit").glob("*/*_0_log.err") if "requeuing" in p.read_text()]
+    # submitit logs INFO to the task's stdout log, WARNING and up to its stderr log as well.
+    (log2,) = [p for p in (sweep / ".submitit").glob("*/*_0_log.out") if "requeuing" in p.read_text()]
     text = log2.read_text()
+    stop = re.search(r"saved a checkpoint at step (\d+); requeuing", text)
+    assert stop and (sweep / "2" / "checkpoints" / f"step{stop[1]}").is_dir()
     assert "Requeued job" in text and "Checkpoint successfully loaded" in text
+    assert text.index("Requeued job") < text.index("Checkpoint successfully loaded")
     assert losses(sweep / "2") == losses(sweep / "0")
     assert sorted(losses(sweep / "0")) == list(range(1, 11))
