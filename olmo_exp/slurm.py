@@ -515,8 +515,9 @@ def _root_cause(failed: list[tuple[int, str]]) -> tuple[int, str]:
 
 
 def _count_requeues(job: Any) -> int:
+    """submitit logs each requeue (INFO, the task's stdout log; the log is appended to)."""
     try:
-        return Path(job.paths.stderr).read_text(errors="replace").count("Requeued job")
+        return Path(job.paths.stdout).read_text(errors="replace").count("Requeued job")
     except OSError:
         return 0
 
