@@ -22,3 +22,7 @@ if __name__ == "__main__":
     # Unknown keys and group options in any override form: one line, exit 2, before Hydra runs.
     check_command_line(sys.argv[1:], Path(__file__).resolve().parent / "conf")
     main()
+    # -m hydra/launcher=slurm|local: failed jobs were reported one per line; the others finished.
+    from olmo_exp.slurm import sweep_exit_code
+
+    sys.exit(sweep_exit_code())

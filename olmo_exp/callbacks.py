@@ -117,10 +117,15 @@ class WandbLogCallback(Callback):
             return
         import wandb
 
+        # One wandb run per run dir: a new id the first time, the same one when the run dir
+        # resumes (a requeued job), never another sweep's run with the same job number.
+        id_file = self.run_dir / "wandb_run_id"
+        if not id_file.exists():
+            id_file.write_text(wandb.util.generate_id())
         self._run = wandb.init(
             project=self.config.project, entity=self.config.entity, group=self.config.group,
             name=self.run_name, config=self.run_config, mode=self.config.mode.value,
-            resume="allow", id=self.run_name.replace("/", "_") or None, dir=str(self.run_dir),
+            resume="allow", id=id_file.read_text().strip(), dir=str(self.run_dir),
         )
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -167,7 +172,8 @@ class GenerationCallback(Callback):
             self.sample()
 
     def post_train(self) -> None:
-        if self.step != self._last_step:
+        # A canceled run (time-limit signal, SIGTERM) resumes later: no sample in its grace time.
+        if self.step != self._last_step and not self.trainer.is_canceled:
             self.sample()
 
     def sample(self) -> str:
@@ -193,6 +199,41 @@ class GenerationCallback(Callback):
                 f.write(json.dumps({"step": self.step, "prompt": self.config.prompt,
                                     "text": text}) + "\n")
         return text
+
+
+@dataclass
+class RequeueCallback(Callback):
+    """Stops training on every rank after the same step once the time-limit/preemption signal came.
+
+    The signal reaches the ranks at different moments (or only some of them): after each step the
+    ranks agree (max of a flag over the job) and all cancel the run together, so olmo-core's
+    checkpointer saves that very step in ``post_train`` and the requeued job loses nothing.
+    """
+
+    def pre_train(self) -> None:
+        from olmo_exp import slurm
+
+        slurm.set_phase("training")
+
+    def post_train(self) -> None:
+        from olmo_exp import slurm
+
+        slurm.set_phase("done")
+
+    def post_step(self) -> None:
+        import torch
+        from olmo_core.distributed.utils import all_reduce_value, get_world_size, is_distributed
+
+        from olmo_exp import slurm
+
+        signaled = 1 if slurm.signal_received() else 0
+        if is_distributed() and get_world_size() > 1:
+            signaled = int(all_reduce_value(signaled, torch.device("cpu"),
+                                            op=torch.distributed.ReduceOp.MAX))
+        if signaled:
+            log.warning("time-limit/preemption signal: stopping at step %d to checkpoint it",
+                        self.step)
+            self.trainer.cancel_run("time-limit/preemption signal", no_sync=True)
 
 
 # -- memory accounting ------------------------------------------------------------------------

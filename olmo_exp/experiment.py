@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from olmo_exp import console, launch
+from olmo_exp import console, launch, slurm
 from olmo_exp import data as data_lib  # lazy package: names load on first use
 from olmo_exp.data.config import DataConfig
 from olmo_exp.dist import DistConfig
@@ -119,10 +118,13 @@ class Run:
     """Hydra's own composed config/overrides, written to .hydra/ once the run is accepted."""
     fresh_dir: bool = True
     """The run dir was empty when this run started: everything in it is this run's own."""
+    check_launcher: bool = False
+    """Started by Hydra: refuse hydra/launcher=slurm|local without -m."""
 
     @classmethod
     def from_hydra(cls, cfg: DictConfig) -> Run:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -133,7 +135,10 @@ class Run:
             "overrides.yaml": OmegaConf.create(list(hydra_cfg.overrides.task)),
         }
         fresh = not any(run_dir.iterdir()) if run_dir.exists() else True
-        return cls(config=config, run_dir=run_dir, hydra_files=files, fresh_dir=fresh)
+        if config.wandb.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
+            config.wandb.group = str(hydra_cfg.sweep.dir)  # a sweep's runs line up in the UI
+        return cls(config=config, run_dir=run_dir, hydra_files=files, fresh_dir=fresh,
+                   check_launcher=True)
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -169,11 +174,13 @@ class Run:
         console.configure_logging(log_file=self.run_dir / console.LOG_FILE,
                                   full=self.config.train.console == ConsoleMode.full)
         try:
+            if self.check_launcher:
+                slurm.check_launcher_mode()
             self.config.validate()
             self.check_run_dir()
         except ConfigError as e:
             self._reject(e)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if slurm.task_rank() == 0:
             for line in self.config.notices(launch.topology(self.config.dist)):
                 log.warning(line)
         if self.config.dry_run:
@@ -199,7 +206,7 @@ class Run:
 
     def _reject(self, error: Exception) -> NoReturn:
         print(f"error: {error}", file=sys.stderr)
-        if self.fresh_dir:
+        if self.fresh_dir and slurm.task_rank() == 0:
             _remove_fresh_dir(self.run_dir)
         sys.exit(2)
 
@@ -207,7 +214,9 @@ class Run:
         return self.config.model.padded_vocab_size(tokenizer_vocab)
 
     def _write_hydra_files(self) -> None:
-        if launch.already_launched() and int(os.environ.get("RANK", "0")) != 0:
+        # SLURM/submitit tasks: RANK is exported only later (init_distributed); slurm.task_rank
+        # reads the task's rank from the launcher's own environment.
+        if launch.already_launched() and slurm.task_rank() != 0:
             return
         hydra_dir = self.run_dir / ".hydra"
         hydra_dir.mkdir(parents=True, exist_ok=True)
@@ -227,6 +236,8 @@ class Run:
         summary = self.summary()
         print(format_resolved(summary["dist"]))
         print(format_summary(summary))
+        if slurm.task_rank() != 0:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
         print(f"wrote {self.run_dir / 'model_summary.json'} (dry run: no data prep, no training)")
@@ -291,6 +302,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         DistMemoryCallback,
         GenerationCallback,
         MetricsFileCallback,
+        RequeueCallback,
         WandbLogCallback,
     )
 
@@ -353,6 +365,8 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
     if train.console == ConsoleMode.compact:  # replaces olmo-core's block (train.trainer_config)
         callbacks["console"] = ConsoleCallback(world_size=get_world_size(),
                                                progress_bar=console.want_progress_bar())
+    if slurm.in_sweep_job():  # the time-limit signal stops all ranks after one step, checkpointed
+        callbacks["requeue"] = RequeueCallback()
     if cfg.wandb.enabled:
         callbacks["wandb"] = WandbLogCallback(
             config=cfg.wandb, run_dir=run_dir, run_name=run_dir.name, run_config=config_dict
@@ -370,4 +384,6 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         from olmo_exp.report import plot_run
 
         plot_run(run_dir, tokens_per_step=train.global_batch_size * seq_len)
+    if trainer.is_canceled:
+        slurm.requeue_if_signaled(trainer.global_step)  # submitit requeues; the next attempt resumes
 

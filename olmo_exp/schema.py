@@ -18,6 +18,7 @@ from olmo_exp.experiment import RunConfig
 from olmo_exp.launch import shared_run_id
 from olmo_exp.lws import LWSConfig
 from olmo_exp.model import ModelConfig
+from olmo_exp.slurm import register_launchers, register_resolvers
 from olmo_exp.train import TrainConfig
 from olmo_exp.usage import register as register_help
 from olmo_exp.validation import ConfigError
@@ -30,6 +31,8 @@ def register() -> None:
     # hydra.run.dir: one directory per launch, the same for every rank that torchrun starts.
     OmegaConf.register_new_resolver("olmo_run_id", shared_run_id, replace=True)
     register_help()  # ${olmo_help:...} in hydra.help.template
+    register_resolvers()  # hydra/launcher=slurm|local: tasks_per_node
+    register_launchers()
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)

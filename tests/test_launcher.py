@@ -1,0 +1,217 @@
+"""Sweeps through ``hydra/launcher=slurm|local`` (olmo_exp.slurm), without a SLURM cluster.
+
+Fast: the launcher YAMLs compose to the resources a job asks for; every sweep point is validated
+with its job's rank layout; the launcher's refusals (an invalid point, no sbatch, no -m) are one
+line, exit 2, nothing left behind. Slow (marked): a real sweep through submitit's local executor,
+with a job that fails at run time and a job interrupted by the time-limit signal, requeued and
+resumed. The same behaviours through real sbatch are in tests/slurm/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY, losses, read_jsonl
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from test_config import compose_run
+
+from olmo_exp.schema import register
+from olmo_exp.slurm import tasks_per_node, validate_for_layout
+from olmo_exp.validation import ConfigError
+
+register()
+PLAIN = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4"]
+
+
+def launcher(*overrides: str, name: str = "slurm") -> dict:
+    """The launcher settings a job of this sweep gets (hydra.launcher, resolved)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose(config_name="config", overrides=[f"hydra/launcher={name}", *overrides],
+                      return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert isinstance(params, dict)
+    return params
+
+
+def test_slurm_launcher_defaults_one_cpu_task() -> None:
+    params = launcher()
+    assert params["_target_"] == "hydra_plugins.olmo_exp_launcher.SlurmLauncher"
+    assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (1, 1, None)
+    for key in ("cpus_per_task", "mem_gb", "timeout_min", "signal_delay_s", "max_num_timeout",
+                "array_parallelism", "setup", "partition", "account", "qos", "constraint"):
+        assert key in params, key
+
+
+def test_slurm_launcher_follows_the_dist_group() -> None:
+    # The README's FSDP job: 2 nodes x 4 ranks, one GPU per rank.
+    params = launcher("dist=fsdp", "dist.nodes=2", "dist.nproc_per_node=4",
+                      "hydra.launcher.partition=gpu")
+    assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 4, 4)
+    assert params["partition"] == "gpu"
+    # null nproc: one rank per GPU requested; CPU nodes: ranks without GPUs.
+    assert launcher("hydra.launcher.gpus_per_node=8")["tasks_per_node"] == 8
+    cpu = launcher("dist=fsdp", "dist.nproc_per_node=2", "hydra.launcher.gpus_per_node=0")
+    assert (cpu["tasks_per_node"], cpu["gpus_per_node"]) == (2, 0)
+    local = launcher("dist=fsdp", "dist.nproc_per_node=2", name="local")
+    assert local["_target_"] == "hydra_plugins.olmo_exp_launcher.LocalLauncher"
+    assert (local["nodes"], local["tasks_per_node"]) == (1, 2)
+
+
+def test_tasks_per_node_rule() -> None:
+    assert [tasks_per_node(None, None), tasks_per_node(None, 0), tasks_per_node(None, 4),
+            tasks_per_node(2, None), tasks_per_node(2, 8)] == [1, 1, 4, 2, 2]
+
+
+def test_points_are_validated_with_their_job_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS",
+                "SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    fsdp = compose_run("dist=fsdp", "dist.nodes=2", "dist.nproc_per_node=4",
+                       "train.global_batch_size=16", "train.micro_batch_size=2")
+    validate_for_layout(fsdp, nodes=2, tasks_per_node=4, kind="slurm")  # 8 ranks: valid there
+    with pytest.raises(ConfigError) as err:
+        fsdp.validate()  # ... but not as one process on this machine
+    assert err.value.key == "dist.nodes"
+    with pytest.raises(ConfigError) as err:  # 8 x 2 per rank does not divide 4
+        validate_for_layout(compose_run("dist=fsdp", "train.global_batch_size=4",
+                                        "train.micro_batch_size=2", "dist.nodes=2"),
+                            nodes=2, tasks_per_node=4, kind="slurm")
+    assert err.value.key == "train.global_batch_size"
+    with pytest.raises(ConfigError) as err:
+        validate_for_layout(fsdp, nodes=2, tasks_per_node=4, kind="local")
+    assert err.value.key == "dist.nodes" and "hydra/launcher=slurm" in str(err.value)
+    with pytest.raises(ConfigError) as err:  # tasks_per_node forced to 2 under dist=single
+        validate_for_layout(compose_run(), nodes=1, tasks_per_node=2, kind="slurm")
+    assert err.value.key == "dist.strategy"
+    validate_for_layout(compose_run(), nodes=1, tasks_per_node=1, kind="slurm")
+    assert "SLURM_NTASKS" not in os.environ  # the emulated layout is gone again
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+        timeout: int = 900) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+
+
+def test_invalid_point_stops_the_sweep_before_submission(tmp_path: Path) -> None:
+    proc = cli("-m", "hydra/launcher=local", "model.n_kv_heads=4,5", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert error_lines(proc) == [
+        "error: sweep point #1 (model.n_kv_heads=5): model.n_kv_heads=5 is invalid: must divide "
+        "model.n_heads=8; valid: [1, 2, 4, 8]"
+    ]
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no multirun/, no job started
+
+
+def test_slurm_without_sbatch_is_one_line(tmp_path: Path) -> None:
+    # PATH without SLURM's tools, as on a laptop; python itself is called by its full path.
+    proc = cli("-m", "hydra/launcher=slurm", "model.n_kv_heads=1,2", cwd=tmp_path,
+               env={"PATH": str(Path(sys.executable).parent)})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = error_lines(proc)
+    assert "sbatch" in line and "hydra/launcher=local" in line
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_launcher_without_multirun_is_a_hint(tmp_path: Path) -> None:
+    proc = cli("hydra/launcher=slurm", "dry_run=true", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = error_lines(proc)
+    assert line.startswith("error: hydra/launcher='slurm' is invalid") and "-m" in line
+    assert list(tmp_path.iterdir()) == []  # the run dir Hydra made is gone
+
+
+# -- slow: real jobs through submitit's local executor ---------------------------------------------
+
+
+def _task_pids(sweep: Path, holding: Path) -> list[int]:
+    """submitit task processes of this sweep with a file open under ``holding`` (its run dir)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            if b"submitit.core._submit" not in cmd or str(sweep).encode() not in cmd:
+                continue
+            fds = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(f.startswith(f"{holding}/") for f in fds):
+            pids.append(int(proc.name))
+    return pids
+
+
+def _write_corpus(path: Path, docs: int = 300) -> None:
+    """A small deterministic English-like corpus (jsonl), enough for a BPE and a few steps."""
+    import json
+    import random
+
+    words = ("the of and to in is was for on that with as by at from his her an were which "
+             "city river music school war king team film game station world water light").split()
+    rng = random.Random(0)
+    with open(path, "w") as f:
+        for _ in range(docs):
+            text = " ".join(rng.choice(words) for _ in range(120)).capitalize() + "."
+            f.write(json.dumps({"text": text}) + "\n")
+
+
+@pytest.mark.slow
+def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_path: Path) -> None:
+    """3 jobs through submitit's local executor: #0 trains; #1 fails at run time (its data file is
+    not jsonl, which only preparation finds); #2, the same run as #0, gets the time-limit signal
+    mid-training, checkpoints that step, is requeued, resumes and ends with #0's per-step losses."""
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    _write_corpus(good)
+    bad.write_text("this is not json\n")
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}", f"data.output_dir={data_dir}",
+            *TINY, *PLAIN, "train.max_steps=10", "data=files", "data.tokenizer=bpe", "data.bpe_vocab_size=512",
+            f"data.path={good},{bad},{good}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Job #2's task gets USR2 once it has logged step 3, as at submitit's time limit.
+    metrics = sweep / "2" / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and any(r["step"] >= 3 for r in read_jsonl(metrics)):
+            break
+        time.sleep(0.1)
+    pids = _task_pids(sweep, holding=sweep / "2")
+    assert pids, "job #2 is not running"
+    for pid in pids:
+        os.kill(pid, signal.SIGUSR2)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 1, err[-4000:]
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert line.startswith("error: job #1 [") and f"data.path={bad}" in line, line
+    assert line.split("): ", 1)[1].startswith("ArrowInvalid: JSON parse error"), line  # its cause
+    assert "(FAILED)" in line and " | log: " in line, line
+    assert Path(line.rsplit(" | log: ", 1)[1]).is_file()
+    assert "Traceback" not in err
+    assert "(requeued 1x)" in out + err
+    # The interrupted run checkpointed the step it stopped at, resumed from it, and its metrics
+    # (one record per step) equal the uninterrupted run's.
+    # submitit logs INFO to the task's stdout log, WARNING and up to its stderr log as well.
+    (log2,) = [p for p in (sweep / ".submitit").glob("*/*_0_log.out") if "requeuing" in p.read_text()]
+    text = log2.read_text()
+    stop = re.search(r"saved a checkpoint at step (\d+); requeuing", text)
+    assert stop and (sweep / "2" / "checkpoints" / f"step{stop[1]}").is_dir()
+    assert "Requeued job" in text and "Checkpoint successfully loaded" in text
+    assert text.index("Requeued job") < text.index("Checkpoint successfully loaded")
+    assert losses(sweep / "2") == losses(sweep / "0")
+    assert sorted(losses(sweep / "0")) == list(range(1, 11))
