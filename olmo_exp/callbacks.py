@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -121,7 +122,7 @@ class WandbLogCallback(Callback):
         # resumes (a requeued job), never another sweep's run with the same job number.
         id_file = self.run_dir / "wandb_run_id"
         if not id_file.exists():
-            id_file.write_text(wandb.util.generate_id())
+            id_file.write_text(uuid.uuid4().hex[:12])
         self._run = wandb.init(
             project=self.config.project, entity=self.config.entity, group=self.config.group,
             name=self.run_name, config=self.run_config, mode=self.config.mode.value,

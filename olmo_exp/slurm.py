@@ -515,11 +515,13 @@ def _root_cause(failed: list[tuple[int, str]]) -> tuple[int, str]:
 
 
 def _count_requeues(job: Any) -> int:
-    """submitit logs each requeue (INFO, the task's stdout log; the log is appended to)."""
+    """submitit logs each requeue (INFO, the task's stdout log, appended to by every attempt; its
+    own handler's format, as the root logger may repeat the line)."""
     try:
-        return Path(job.paths.stdout).read_text(errors="replace").count("Requeued job")
+        text = Path(job.paths.stdout).read_text(errors="replace")
     except OSError:
         return 0
+    return len(re.findall(r"^submitit INFO \(.*\) - Requeued job ", text, flags=re.MULTILINE))
 
 
 def _remove_unstarted_sweep_dir(sweep_dir: Path) -> None:

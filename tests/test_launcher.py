@@ -215,3 +215,22 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
     assert text.index("Requeued job") < text.index("Checkpoint successfully loaded")
     assert losses(sweep / "2") == losses(sweep / "0")
     assert sorted(losses(sweep / "0")) == list(range(1, 11))
+
+
+def test_wandb_run_id_is_per_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sweeps' job #0 never share a wandb run; a requeued job (same run dir) continues its own."""
+    from olmo_exp.callbacks import WandbLogCallback
+    from olmo_exp.train import WandbConfig, WandbMode
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = WandbConfig(enabled=True, mode=WandbMode.offline, group="multirun/sweep-a")
+    ids = []
+    for run_dir in (tmp_path / "a" / "0", tmp_path / "a" / "0", tmp_path / "b" / "0"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        callback = WandbLogCallback(config=config, run_dir=run_dir, run_name=run_dir.name)
+        callback.pre_train()
+        ids.append(callback._run.id)
+        assert callback._run.group == "multirun/sweep-a"
+        callback.close()
+    assert ids[0] == ids[1] != ids[2]
+    assert (tmp_path / "a" / "0" / "wandb_run_id").read_text() == ids[0]
