@@ -438,35 +438,25 @@ class LocalLauncher(_SweepLauncher):
 
 # -- validation with the job's layout -------------------------------------------------------------
 
-# Environment a job task sees, emulated while validating in the submitting process.
-_LAYOUT_ENV = ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
-               "SLURM_STEP_NUM_TASKS", "SLURM_JOB_NUM_NODES", "SUBMITIT_LOCAL_GLOBALID",
-               "SUBMITIT_LOCAL_NTASKS")
-
-
 def validate_for_layout(config: Any, *, nodes: int, tasks_per_node: int, kind: str) -> None:
-    """``config.validate()`` as a task of a job with ``nodes`` x ``tasks_per_node`` ranks will run it."""
+    """``config.validate()`` as a task of a job with ``nodes`` x ``tasks_per_node`` ranks will run it:
+    against the launcher environment such a task will see, not this (submitting) process's."""
+    from olmo_exp import launch
+
     config = copy.deepcopy(config)
     world = nodes * tasks_per_node
-    saved = {k: os.environ.pop(k, None) for k in _LAYOUT_ENV}
-    try:
-        if world > 1 and kind == "slurm":
-            os.environ.update(SLURM_PROCID="0", SLURM_NTASKS=str(world),
-                              SLURM_STEP_NUM_TASKS=str(world), SLURM_JOB_NUM_NODES=str(nodes))
-        elif world > 1:
-            if nodes > 1:
-                raise ConfigError("dist.nodes", nodes, "must be 1 with hydra/launcher=local "
-                                  "(one machine); use hydra/launcher=slurm for several nodes")
-            os.environ.update(SUBMITIT_LOCAL_GLOBALID="0", SUBMITIT_LOCAL_NTASKS=str(world))
-        elif config.dist.nproc_per_node is None:
-            config.dist.nproc_per_node = 1  # one task without GPUs requested: one process
-        config.validate()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    env: dict[str, str] = {}
+    if world > 1 and kind == "slurm":
+        env = dict(SLURM_PROCID="0", SLURM_NTASKS=str(world), SLURM_STEP_NUM_TASKS=str(world),
+                   SLURM_JOB_NUM_NODES=str(nodes))
+    elif world > 1:
+        if nodes > 1:
+            raise ConfigError("dist.nodes", nodes, "must be 1 with hydra/launcher=local "
+                              "(one machine); use hydra/launcher=slurm for several nodes")
+        env = dict(SUBMITIT_LOCAL_GLOBALID="0", SUBMITIT_LOCAL_NTASKS=str(world))
+    elif config.dist.nproc_per_node is None:
+        config.dist.nproc_per_node = 1  # one task without GPUs requested: one process
+    config.validate(host=launch.Host(launched=launch.launcher_env(env), gpus=launch.host().gpus))
 
 
 # -- reporting helpers ----------------------------------------------------------------------------
