@@ -225,7 +225,9 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
-        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
+        if abs(value) >= 100:
+            return f"{value:,.1f}"
+        return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value).replace("|", "\\|")
