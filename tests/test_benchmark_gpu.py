@@ -88,3 +88,11 @@ def test_ratios_skip_failed_arms_and_peaks_by_device_name() -> None:
     assert benchmark_gpu.peak_flops("NVIDIA H100 PCIe", None) == 756.5e12
     assert benchmark_gpu.peak_flops("CPU (2 cores)", None) is None
     assert benchmark_gpu.peak_flops("CPU (2 cores)", 2.0) == 2e12
+
+
+def test_an_earlier_benchmark_is_never_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "uniform-olmo-exp").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "olmo_exp.benchmark_gpu", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "holds an earlier benchmark" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["uniform-olmo-exp"]
