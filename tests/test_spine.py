@@ -83,9 +83,13 @@ def test_dry_run_prints_table_and_summary_without_data(run_cli, tmp_path: Path, 
     run_dir = tmp_path / "dry"
     fresh_data = tmp_path / "no-data-here"
     proc = run_cli("model=gqa_3kv", "dry_run=true", f"data.output_dir={fresh_data}",
-                   run_dir=run_dir)
+                   "dist=fsdp", "dist.nproc_per_node=2", run_dir=run_dir)
     assert not fresh_data.exists()  # no data prep
     summary = json.loads((run_dir / "model_summary.json").read_text())
+    # What the dist nulls resolve to on this (CPU) host, for the 2 ranks the run would start.
+    assert summary["dist"] == {"strategy": "fsdp", "world_size": 2, "backend": "gloo",
+                               "precision": "fp32", "compile": False, "device": "cpu"}
+    assert "run: strategy=fsdp world_size=2 backend=gloo precision=fp32" in proc.stdout
     assert [(r["n_heads"], r["n_kv_heads"]) for r in summary["layers"]] == [(12, 3)] * 4
     assert "GiB" in proc.stdout and "FLOPs/token" in proc.stdout
     table_rows = [line.split() for line in proc.stdout.splitlines()
