@@ -1,9 +1,13 @@
 """olmo-exp entry point: compose the config groups, build the run object, run it."""
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from olmo_exp.schema import register
+from olmo_exp.usage import answer_help
 
 register()
 
@@ -16,4 +20,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if not answer_help("run", sys.argv[1:], Path(__file__).resolve().parent / "conf"):
+        main()

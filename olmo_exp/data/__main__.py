@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from olmo_exp import schema
 from olmo_exp.data.config import DataConfig
 from olmo_exp.data.errors import DataError
-from olmo_exp.usage import register as register_help
+from olmo_exp.usage import answer_help
 from olmo_exp.validation import ConfigError
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
@@ -48,5 +48,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     schema.register()
-    register_help(app="data")  # --help describes data preparation
-    main()
+    if not answer_help("data", sys.argv[1:], Path(CONF)):  # --help describes data preparation
+        main()
