@@ -141,6 +141,7 @@ class Run:
     def execute(self) -> None:
         # The same log format for every job (Hydra's job logging is off, see conf/config.yaml).
         console.configure_logging(log_file=self.run_dir / console.LOG_FILE,
+                                  rank=console.rank_from_env(),  # torchrun/SLURM: every rank
                                   full=self.config.train.console == ConsoleMode.full)
         try:
             self.config.validate()
