@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from olmo_exp import schema
+from olmo_exp.console import configure_logging
 from olmo_exp.data.config import DataConfig
 from olmo_exp.data.errors import DataError
 from olmo_exp.usage import answer_help
@@ -27,6 +28,8 @@ log = logging.getLogger("olmo_exp.data")
 @hydra.main(config_path=CONF, config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     from olmo_exp.data.prep import prepare
+
+    configure_logging()  # Hydra's job logging is off (conf/config.yaml): the project's format
 
     data = OmegaConf.to_object(cfg.data)
     assert isinstance(data, DataConfig)
