@@ -308,4 +308,3 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         trainer.fit()  # loads the latest checkpoint in run_dir/checkpoints first, if any
     finally:
         launch.teardown()
-
