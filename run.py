@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from olmo_exp.schema import check_command_line, register
+from olmo_exp.usage import answer_help
 
 register()
 
@@ -19,10 +20,11 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    # Unknown keys and group options in any override form: one line, exit 2, before Hydra runs.
-    check_command_line(sys.argv[1:], Path(__file__).resolve().parent / "conf")
-    main()
-    # -m hydra/launcher=slurm|local: failed jobs were reported one per line; the others finished.
-    from olmo_exp.slurm import sweep_exit_code
+    if not answer_help("run", sys.argv[1:], Path(__file__).resolve().parent / "conf"):
+        # Unknown keys and group options in any override form: one line, exit 2, before Hydra runs.
+        check_command_line(sys.argv[1:], Path(__file__).resolve().parent / "conf")
+        main()
+        # -m hydra/launcher=slurm|local: failed jobs were reported one per line; the others finished.
+        from olmo_exp.slurm import sweep_exit_code
 
-    sys.exit(sweep_exit_code())
+        sys.exit(sweep_exit_code())

@@ -264,8 +264,8 @@ class StepConsole:
         if self.progress_bar:
             from tqdm import tqdm
 
-            _bar = tqdm(total=self.total_steps, initial=step, unit="step", file=sys.stdout,
-                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n}/{total} {postfix}")
+            _bar = tqdm(total=self.total_steps, initial=step, file=sys.stdout,
+                        bar_format="step {n}/{total} |{bar:24}| {desc}")
 
     def _eta(self, step: int) -> float | None:
         now = time.monotonic()
@@ -295,7 +295,7 @@ class StepConsole:
         line = " · ".join([f"step {step}/{self.total_steps}", *fields])
         if _bar is not None:
             _bar.update(step - _bar.n)
-            _bar.set_postfix_str(" · ".join(fields), refresh=True)
+            _bar.set_description_str(" · ".join(fields), refresh=True)
         log.info(line, extra={"step_line": True})
 
     def close_bar(self) -> None:

@@ -172,6 +172,7 @@ class Run:
     def execute(self) -> None:
         # The same log format for every job (Hydra's job logging is off, see conf/config.yaml).
         console.configure_logging(log_file=self.run_dir / console.LOG_FILE,
+                                  rank=console.rank_from_env(),  # torchrun/SLURM: every rank
                                   full=self.config.train.console == ConsoleMode.full)
         try:
             if self.check_launcher:
@@ -386,4 +387,3 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         plot_run(run_dir, tokens_per_step=train.global_batch_size * seq_len)
     if trainer.is_canceled:
         slurm.requeue_if_signaled(trainer.global_step)  # submitit requeues; the next attempt resumes
-

@@ -15,9 +15,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from olmo_exp import schema
+from olmo_exp.console import configure_logging
 from olmo_exp.data.config import DataConfig
 from olmo_exp.data.errors import DataError
-from olmo_exp.usage import register as register_help
+from olmo_exp.usage import answer_help
 from olmo_exp.validation import ConfigError
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
@@ -34,6 +35,8 @@ def main(cfg: DictConfig) -> None:
     # Hydra's run dir (its job log) appears with the first log line: a rejected prep removes it.
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     fresh = not run_dir.exists() or not any(run_dir.iterdir())
+    configure_logging()  # Hydra's job logging is off (conf/config.yaml): the project's format
+
     data = OmegaConf.to_object(cfg.data)
     assert isinstance(data, DataConfig)
     try:
@@ -57,5 +60,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     schema.register()
-    register_help(app="data")  # --help describes data preparation
-    main()
+    if not answer_help("data", sys.argv[1:], Path(CONF)):  # --help describes data preparation
+        main()
