@@ -1,4 +1,5 @@
-"""Registers every group's structured config with Hydra, so unknown keys and wrong types fail at compose."""
+"""Registers every group's structured config with Hydra, and checks a command line's overrides
+against them before Hydra composes (Hydra's ``+``/``++`` would add unknown keys even to them)."""
 
 from __future__ import annotations
 

@@ -29,9 +29,10 @@ TINY = [
 ]
 
 
-# A test that uses one of these runs the real command line or real multi-process training: it is
-# `slow` whether or not it says so, keeping `pytest -m "not slow"` a fast lane (CI runs everything).
-SLOW_FIXTURES = {"run_cli", "runs"}
+# A test that uses one of these runs the real command line, real multi-process training, or needs
+# the sample prepared/cleaned (test_data's session fixtures): it is `slow` whether or not it says
+# so, keeping `pytest -m "not slow"` a fast lane (CI runs everything).
+SLOW_FIXTURES = {"run_cli", "runs", "sample", "cleaned"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -70,6 +70,7 @@ def test_sample_dump_has_106_articles_shaped_like_hf_wikipedia(raw_articles: lis
     assert first["url"] == "https://en.wikipedia.org/wiki?curid=12"
 
 
+@pytest.mark.slow
 def test_cleaning_leaves_prose_without_markup(raw_articles: list[dict]) -> None:
     for a in raw_articles[:40]:
         text = clean_wikitext(a["text"])
@@ -174,6 +175,7 @@ def _flaky_shards(monkeypatch: pytest.MonkeyPatch, fail_at: int) -> None:
     monkeypatch.setattr(prep_mod._Prep, "_write_shard", write_shard)
 
 
+@pytest.mark.slow
 def test_interrupted_prep_is_not_complete_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -265,6 +267,7 @@ def test_valid_configs_pass_validation() -> None:
     DataConfig(tokenizer="allenai/dolma2-tokenizer", num_workers=None, max_articles=None).validate()
 
 
+@pytest.mark.slow
 def test_max_articles(sample_cfg: DataConfig) -> None:
     m = prepare(replace(sample_cfg, max_articles=12, bpe_vocab_size=512, sequence_length=16))
     assert m.data["articles"] == 12
@@ -309,6 +312,7 @@ def test_hf_source_offline_fails_at_once_writing_nothing(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_dump_reads_plain_xml_and_multistream_bz2(tmp_path: Path, raw_articles: list[dict]) -> None:
     xml = bz2.decompress(sample_dump_path().read_bytes())
     plain = tmp_path / "enwiki.xml"
@@ -465,6 +469,7 @@ def _prepare_in_process(cfg: DataConfig) -> tuple[str, str]:
     return str(m.root), m.data["created"]
 
 
+@pytest.mark.slow
 def test_concurrent_preps_of_one_key_share_one_result(tmp_path: Path) -> None:
     import multiprocessing as mp
 
@@ -482,6 +487,7 @@ def test_concurrent_preps_of_one_key_share_one_result(tmp_path: Path) -> None:
     assert not [p for p in Path(root_a).rglob("*") if ".tmp" in p.name]
 
 
+@pytest.mark.slow
 def test_killed_prep_is_not_taken_as_complete(tmp_path: Path) -> None:
     """SIGKILL a real prep mid-way (as a preempted job dies): nothing claims completeness."""
     cfg = DataConfig(

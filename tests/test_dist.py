@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,19 @@ def assert_same_losses(got: dict[int, float], want: dict[int, float], steps: lis
 
 
 @pytest.fixture(autouse=True)
-def _not_launched(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tests themselves run outside any launcher, whatever the CI environment says."""
+def _cpu_not_launched(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The tests run outside any launcher and on CPU over gloo (exact fp32 equality, 2 ranks on
+    one host), whatever the machine has: ranks they start see no GPU, and so does this process's
+    launch.host(), read afresh for each test."""
+    import torch
+
     for key in LAUNCH_ENV:
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    launch.host.cache_clear()
+    yield
+    launch.host.cache_clear()
 
 
 # -- fast: configuration ------------------------------------------------------------------------
@@ -273,19 +283,10 @@ def test_null_nproc_single_is_one_rank_others_take_every_gpu(gpus: int) -> None:
     assert resolve_topology(DistConfig(strategy=Strategy.fsdp, nproc_per_node=2), host).world_size == 2
 
 
-@pytest.fixture
-def fresh_host():
-    """launch.host() is read once per process: let a test read it again, and forget it after."""
-    launch.host.cache_clear()
-    yield
-    launch.host.cache_clear()
-
-
-def test_default_command_validates_on_a_multi_gpu_host(monkeypatch: pytest.MonkeyPatch,
-                                                        fresh_host) -> None:
+def test_default_command_validates_on_a_multi_gpu_host(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)  # launch.host() not read yet
     compose_run().validate()  # `python run.py` on 8 GPUs: dist=single trains on one of them
     assert launch.topology(compose_run().dist).world_size == 1
     fsdp = compose_run("dist=fsdp", "train.global_batch_size=16", "train.micro_batch_size=2").dist
@@ -294,7 +295,7 @@ def test_default_command_validates_on_a_multi_gpu_host(monkeypatch: pytest.Monke
         compose_run("dist=fsdp", "dist.nproc_per_node=9").validate()
 
 
-def test_host_is_read_once_per_process(monkeypatch: pytest.MonkeyPatch, fresh_host) -> None:
+def test_host_is_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     first = launch.host()
     assert first.launched is None
     # What init_distributed exports for olmo-core later in the process changes nothing.
@@ -320,8 +321,7 @@ def test_one_rank_fsdp_notice() -> None:
 
 def test_one_rank_fsdp_says_so_once(run_cli, tmp_path: Path) -> None:
     notice = FSDP_ONE_RANK
-    proc = run_cli("dist=fsdp", "dry_run=true", run_dir=tmp_path / "dry",
-                   env={"CUDA_VISIBLE_DEVICES": ""})
+    proc = run_cli("dist=fsdp", "dry_run=true", run_dir=tmp_path / "dry")  # CPU: see the fixture
     assert (proc.stdout + proc.stderr).count(notice) == 1
 
 
@@ -366,7 +366,7 @@ class Runs:
         if run_dir is not None:
             args.append(f"hydra.run.dir={run_dir}")
         two_ranks = torchrun or any(o == "dist.nproc_per_node=2" for o in overrides)
-        env = {**os.environ, "HYDRA_FULL_ERROR": "1",
+        env = {**os.environ, "HYDRA_FULL_ERROR": "1", "CUDA_VISIBLE_DEVICES": "",
                "OMP_NUM_THREADS": "1" if two_ranks else "2"}  # one thread per rank on 2 cores
         cwd.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
