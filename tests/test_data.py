@@ -541,42 +541,46 @@ def test_prepare_only_entry_point(tmp_path: Path) -> None:
     assert (root / MANIFEST).is_file()
 
 
-# Runs the real entry point after its imports (interpreter start-up is not what is timed).
-_TIMED_ENTRY = r"""
-import runpy, sys, time
-import datasets, huggingface_hub, olmo_exp.schema, olmo_exp.data.prep  # noqa: F401 — start-up
-sys.argv = ["olmo_exp.data", *sys.argv[1:]]
-t0 = time.perf_counter()
-try:
-    runpy.run_module("olmo_exp.data", run_name="__main__", alter_sys=True)
-finally:
-    print(f"ELAPSED {time.perf_counter() - t0:.2f}")
-"""
+UNREACHABLE_HUB = "https://huggingface.invalid"  # no route: a name that never resolves
 
 
-@pytest.mark.parametrize("overrides", [["data=wiki"], ["data=files", "data.tokenizer=dolma2"]],
-                         ids=["hf-source", "hub-tokenizer"])
-def test_unreachable_hub_fails_at_once_with_one_line(tmp_path: Path, overrides: list[str]) -> None:
-    """No route to the hub (an unresolvable endpoint, as on this offline machine): one probe, not
-    ~30 s of retries, then the one-line error, exit 2, nothing written."""
-    jsonl = _write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "title": "t", "text": "some text"}])
-    if overrides[0] == "data=files":
-        overrides = [*overrides, f"data.path={jsonl}"]
-    env = {k: v for k, v in os.environ.items()
+def _without_hub(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in env.items()
            if not k.startswith(("HF_", "OLMO_EXP_TOKENIZER")) and k != "TRANSFORMERS_OFFLINE"}
-    env.update(HF_ENDPOINT="https://huggingface.invalid", HF_HOME=str(tmp_path / "hf"),
-               OMP_NUM_THREADS="1")
-    args = [sys.executable, "-c", _TIMED_ENTRY, *overrides,
-            f"data.output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    return {**env, "HF_ENDPOINT": UNREACHABLE_HUB, "HF_HOME": str(tmp_path / "hf")}
+
+
+@pytest.mark.parametrize("source", [DataSource.hf, DataSource.files])
+def test_unreachable_hub_fails_at_once(source: DataSource, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No route to the hub (as on this offline machine): one quick probe, not ~30 s of retries.
+    The hf source needs the hub for its rows, a files source for its dolma2 tokenizer."""
+    for k in [k for k in os.environ if k.startswith(("HF_", "OLMO_EXP_TOKENIZER"))]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("HF_ENDPOINT", UNREACHABLE_HUB)
+    jsonl = _write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "title": "t", "text": "some text"}])
+    cfg = DataConfig(source=source, path=str(jsonl) if source == DataSource.files else None,
+                     tokenizer="dolma2", output_dir=str(tmp_path / "out"))
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match=re.escape(f"{UNREACHABLE_HUB}) cannot be reached")) as e:
+        prepare(cfg)
+    assert time.perf_counter() - t0 < 5 and "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_hub_from_the_command_line(tmp_path: Path) -> None:
+    """``python -m olmo_exp.data data=wiki`` without a hub: the one-line error, exit 2, no retry
+    warnings, no run directory."""
+    args = [sys.executable, "-m", "olmo_exp.data", "data=wiki", f"data.output_dir={tmp_path / 'out'}",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**_without_hub(dict(os.environ), tmp_path), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [done.stderr.strip().splitlines()[-1]], done.stderr[-3000:]
-    assert "https://huggingface.invalid) cannot be reached" in errors[0]
+    assert f"{UNREACHABLE_HUB}) cannot be reached" in errors[0]
     assert "Retrying" not in done.stderr
-    elapsed = float(done.stdout.split("ELAPSED")[-1])
-    assert elapsed < 5, f"took {elapsed:.1f}s to fail"
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
 
 
 # -- damaged inputs: one line naming the file and what is wrong, nothing left behind -------------
@@ -682,3 +686,17 @@ def test_damaged_input_from_the_command_line(entry: str, damaged: dict, sample: 
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
     assert not [p for p in (tmp_path / "data").rglob("*") if p.suffix != ".lock"]
+
+
+def test_prepared_hf_data_is_reused_without_the_hub(tmp_path: Path, sample: Manifest,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prepared where the hub is reachable, trained where it isn't (compute nodes): no hub needed."""
+    import shutil as sh
+
+    from olmo_exp.data.prep import data_dir
+
+    cfg = DataConfig(source=DataSource.hf, output_dir=str(tmp_path),
+                     tokenizer=str(sample.root / "tokenizer.json"))
+    sh.copytree(sample.root, data_dir(cfg))  # stands in for a prep on a networked node
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert prepare(cfg).root == data_dir(cfg)

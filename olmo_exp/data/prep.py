@@ -102,11 +102,12 @@ def prepare(cfg: DataConfig) -> Manifest:
     wait and then reuse its output.
     """
     cfg.validate()
-    check_source(cfg)
     info = tokenizer_info(cfg)
     key, keyed = cache_key(cfg, info)
     root = Path(cfg.output_dir).expanduser().resolve() / key
     if not (root / MANIFEST).is_file():
+        # Only preparing reads the source: prepared data is reused offline (compute nodes).
+        check_source(cfg)
         # Resolve the tokenizer file first (hub included): a failure leaves nothing on disk. Reuse
         # never needs it: the data dir keeps a copy.
         tok_source = None if cfg.tokenizer == "bpe" else resolve_tokenizer_file(cfg)
