@@ -112,8 +112,8 @@ def _cli(*args: str, cwd: Path, data_dir: Path, check: bool = True) -> subproces
 
 def test_help_lists_presets_from_any_directory(tmp_path: Path, data_dir: Path) -> None:
     proc = _cli("--help", cwd=tmp_path, data_dir=data_dir)
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("sweep:"))
-    assert line == "sweep: " + ", ".join(PRESETS)
+    (line,) = [x.split() for x in proc.stdout.splitlines() if x.strip().startswith("+sweep ")]
+    assert line == ["+sweep", *(f"{name}," for name in PRESETS[:-1]), PRESETS[-1]]
 
 
 def test_equal_budget_sweep_refuses_another_sequence_length(tmp_path: Path, data_dir: Path) -> None:
