@@ -26,8 +26,8 @@ def test_short_run_trains_and_leaves_its_files(run_cli, tmp_path: Path) -> None:
     gens = read_jsonl(run_dir / "generations.jsonl")
     assert [g["step"] for g in gens] == [6, 12]
     assert all(g["prompt"] == "The universe is" and g["text"].strip() for g in gens)
-    printed = [line.split("[generation step ", 1)[1] for line in proc.stderr.splitlines()
-               if "[generation step " in line]
+    output = (proc.stdout + proc.stderr).splitlines()
+    printed = [line.split("[generation step ", 1)[1] for line in output if "[generation step " in line]
     assert printed == [f"{g['step']}] The universe is{g['text']}" for g in gens]  # as saved
     summary = json.loads((run_dir / "model_summary.json").read_text())
     assert [layer["index"] for layer in summary["layers"]] == [0, 1, 2, 3]
