@@ -226,6 +226,22 @@ def test_cli_unknown_key_is_one_line_exit_2_nothing_written(run_cli, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no outputs/, no multirun/
 
 
+@pytest.mark.slow
+def test_data_prep_entry_rejects_unknown_keys(tmp_path: Path) -> None:
+    """``python -m olmo_exp.data`` checks its overrides like run.py: one line, exit 2, nothing written."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "olmo_exp.data", "++data.max_article=3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[-1].startswith(
+        "error: ++data.max_article=3: data.max_article is not a config key; "
+        "did you mean data.max_articles?")
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_error_is_one_line_and_writes_nothing(run_cli, tmp_path: Path) -> None:
     run_dir = tmp_path / "rejected" / "run"
     proc = run_cli("model.n_kv_heads=3", run_dir=run_dir, check=False)

@@ -61,4 +61,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     schema.register()
     if not answer_help("data", sys.argv[1:], Path(CONF)):  # --help describes data preparation
+        schema.check_command_line(sys.argv[1:], CONF)  # unknown keys: one line, exit 2
         main()
