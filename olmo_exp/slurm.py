@@ -191,6 +191,8 @@ class _Point:
     params: dict[str, Any]
     shown: str = ""
     """The point's own overrides (those not shared by every point), for one-line messages."""
+    run_dir: Path | None = None
+    """Where the job's run directory is (the sweep dir + the job's subdir)."""
 
 
 def _shown_overrides(overrides: list[str], all_points: Sequence[Sequence[str]]) -> str:
@@ -287,7 +289,8 @@ class _SweepLauncher(BaseSubmititLauncher):
                                 tasks_per_node=int(params["tasks_per_node"]), kind=self._EXECUTOR)
         except ConfigError as e:
             raise LaunchRejected(f"sweep point #{num} ({shown}): {e}") from None
-        return _Point(num, overrides, params, shown)
+        run_dir = Path(str(sweep_cfg.hydra.sweep.dir)) / str(sweep_cfg.hydra.sweep.subdir)
+        return _Point(num, overrides, params, shown, run_dir)
 
     def _submit(self, points: list[_Point], sweep_dir: Path) -> list[_Submitted]:
         import submitit
@@ -376,6 +379,18 @@ class _SweepLauncher(BaseSubmititLauncher):
                 f"{cause} | log: {s.log_path}")
         _failed_jobs.append(line)
         print(line, file=sys.stderr, flush=True)
+        self._leave_error_file(s.point, f"{cause}\nstate: {state}{again}; log: {s.log_path}\n")
+
+    @staticmethod
+    def _leave_error_file(point: _Point, text: str) -> None:
+        """The sweep report reads each job's state from its run dir alone: a job that failed before
+        its run wrote anything (a rejected run removes its own dir) still gets its first error line."""
+        from olmo_exp.report import ERROR_FILE
+
+        if point.run_dir is None or (point.run_dir / ERROR_FILE).exists():
+            return
+        point.run_dir.mkdir(parents=True, exist_ok=True)
+        (point.run_dir / ERROR_FILE).write_text(text)
 
     def _job_return(self, s: _Submitted) -> JobReturn:
         if s.result is not None and not s.cause:

@@ -59,8 +59,11 @@ def test_short_run_console_is_one_line_per_step_without_noise(run_cli, tmp_path:
 
 def test_console_full_brings_back_olmo_core_output(run_cli, tmp_path: Path) -> None:
     compact = run_cli("dry_run=true", run_dir=tmp_path / "compact")
-    # The dry run prints the per-layer table and totals, nothing before it.
-    assert compact.stdout.splitlines()[0].split()[:3] == ["layer", "heads", "kv"]
+    # The dry run prints its one header line (what dist resolved to), then the per-layer table
+    # and totals, nothing else before it.
+    header, table = compact.stdout.splitlines()[:2]
+    assert header.startswith("run: strategy=single world_size=1 ")
+    assert table.split()[:3] == ["layer", "heads", "kv"]
     assert "Transformer(" not in compact.stdout + compact.stderr
     full = run_cli("dry_run=true", "train.console=full", run_dir=tmp_path / "full")
     assert "Transformer(" in full.stdout and "Building transformer" in full.stdout

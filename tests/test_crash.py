@@ -71,7 +71,8 @@ def test_killed_and_resumed_run_has_one_record_per_step(run_cli, data_dir: Path,
     assert 0 < checkpoint < max(logged) < 10, (checkpoint, logged)  # the kill came after C, before the end
 
     proc = run_cli(*CRASH, run_dir=broken)
-    assert "Checkpoint successfully loaded" in proc.stdout + proc.stderr
+    assert f"resuming at step {checkpoint} of 10 from" in proc.stdout
+    assert "Checkpoint successfully loaded" in (broken / "train.log").read_text()
 
     want, got = read_jsonl(straight / "metrics.jsonl"), read_jsonl(broken / "metrics.jsonl")
     assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(11))

@@ -9,6 +9,7 @@ resumed. The same behaviours through real sbatch are in tests/slurm/.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import signal
@@ -199,9 +200,16 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
     assert proc.returncode == 1, err[-4000:]
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert line.startswith("error: job #1 [") and f"data.path={bad}" in line, line
-    assert line.split("): ", 1)[1].startswith("ArrowInvalid: JSON parse error"), line  # its cause
+    assert line.split("): ", 1)[1].startswith(  # its cause, as data prep words it
+        f"data file {bad}, line 1: not valid JSON"), line
     assert "(FAILED)" in line and " | log: " in line, line
     assert Path(line.rsplit(" | log: ", 1)[1]).is_file()
+    # The sweep report says so too, from the run dirs alone (the rejected run removed its own).
+    with open(sweep / "report.csv") as f:
+        rows = {int(r["job"]): r for r in csv.DictReader(f)}
+    assert rows[1]["status"] == "failed", rows[1]
+    assert rows[1]["error"].startswith(f"data file {bad}, line 1: not valid JSON"), rows[1]
+    assert rows[0]["status"] == rows[2]["status"] == "finished", rows
     assert "Traceback" not in err
     assert "(requeued 1x)" in out + err
     # The interrupted run checkpointed the step it stopped at, resumed from it, and its metrics
@@ -211,8 +219,9 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
     text = log2.read_text()
     stop = re.search(r"saved a checkpoint at step (\d+); requeuing", text)
     assert stop and (sweep / "2" / "checkpoints" / f"step{stop[1]}").is_dir()
-    assert "Requeued job" in text and "Checkpoint successfully loaded" in text
-    assert text.index("Requeued job") < text.index("Checkpoint successfully loaded")
+    resumed = f"resuming at step {stop[1]} of 10 from"  # the console's line for a loaded checkpoint
+    assert "Requeued job" in text and resumed in text
+    assert text.index("Requeued job") < text.index(resumed)
     assert losses(sweep / "2") == losses(sweep / "0")
     assert sorted(losses(sweep / "0")) == list(range(1, 11))
 

@@ -50,7 +50,10 @@ GRID_SWEEP = ["model.lws.qkv_scalars=[0.25,1.0],[0.5,1.0]", "model.n_kv_heads=3,
 # The grid point the FSDP job repeats on 2 ranks.
 FSDP_POINT = ["model.lws.qkv_scalars=[0.5,1.0]", "model.n_kv_heads=3"]
 # Long enough that the time-limit job is still training when the signal comes.
-LONG = [*SMALL, "train.max_steps=40", "train.checkpoint_interval=1000"]
+# Long enough that slurmctld's time-limit check (every 30 s) signals the job while it trains,
+# also on an idle machine (40 steps once ended 36 s after the limit was lowered, unsignalled).
+LONG_STEPS = 150
+LONG = [*SMALL, f"train.max_steps={LONG_STEPS}", "train.checkpoint_interval=1000"]
 # Every job asks for little so that they share the node (the tiny runs need far less).
 JOB = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 TIMEOUT_MIN = 10  # until the test lowers it
@@ -366,7 +369,7 @@ def test_crashed_job_fails_the_sweep_not_the_others(sweeps: dict[str, Sweep]) ->
     result = sweep.wait()
     assert any(e.startswith("killed job") for e in sweep.events), sweep.describe()
     assert result.returncode != 0, sweep.describe()
-    assert_finished(sweep.run_dir(0), 40)
+    assert_finished(sweep.run_dir(0), LONG_STEPS)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "#1" in errors[0] and "train.seed=7" in errors[0], sweep.describe()
     log = re.search(r"log: (\S+)", errors[0])
@@ -390,8 +393,8 @@ def test_time_limit_requeues_and_resumes_losing_nothing(sweeps: dict[str, Sweep]
     # on the signal, and each step is recorded exactly once (losses() asserts no step twice).
     saved = re.search(r"checkpoint at step (\d+)", logs)
     assert saved and int(saved.group(1)) >= 1, logs[-4000:]
-    resumed = assert_finished(sweep.run_dir(0), 40)
+    resumed = assert_finished(sweep.run_dir(0), LONG_STEPS)
     crash = sweeps["crash"]
     crash.wait()
-    uninterrupted = assert_finished(crash.run_dir(0), 40)
-    assert_same_losses(resumed, uninterrupted, list(range(1, 41)))
+    uninterrupted = assert_finished(crash.run_dir(0), LONG_STEPS)
+    assert_same_losses(resumed, uninterrupted, list(range(1, LONG_STEPS + 1)))
