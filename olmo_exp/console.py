@@ -54,8 +54,8 @@ NOISE: tuple[Noise, ...] = (
           "per-step losses as one process (tests/test_dist.py)."),
     Noise("warnings:torch.distributed.checkpoint",
           r"torch\.distributed is disabled, unavailable or uninitialized, assuming the intent "
-          r"is to save in a single process",
-          "a single-process run saving a checkpoint (repeated at every save)."),
+          r"is to (save|load) in a single process",
+          "a single-process run saving (at every save) or resuming from a checkpoint."),
 )
 
 
