@@ -209,6 +209,7 @@ def test_help_lists_every_group_option_keys_and_readme_examples() -> None:
             assert f"  {key}=" in text
 
 
+@pytest.mark.slow  # starts processes
 def test_data_cli_help_is_about_data() -> None:
     text = run_help("-m", "olmo_exp.data")
     assert help_groups(text) == {"data": conf_groups()["data"]}

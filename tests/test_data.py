@@ -568,6 +568,7 @@ def test_unreachable_hub_fails_at_once(source: DataSource, tmp_path: Path,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # starts processes
 def test_unreachable_hub_from_the_command_line(tmp_path: Path) -> None:
     """``python -m olmo_exp.data data=wiki`` without a hub: the one-line error, exit 2, no retry
     warnings, no run directory."""

@@ -104,6 +104,7 @@ print("TOKENS", rank, got, want)
 """
 
 
+@pytest.mark.slow  # starts processes
 def test_ranks_that_disagree_still_generate_rank_0s_tokens() -> None:
     """2 gloo ranks whose logits differ (another argmax, an EOS only rank 1 sees): rank 0 decides,
     every rank returns its tokens, nothing hangs."""

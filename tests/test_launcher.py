@@ -107,6 +107,7 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
 
 
+@pytest.mark.slow  # starts processes
 def test_invalid_point_stops_the_sweep_before_submission(tmp_path: Path) -> None:
     proc = cli("-m", "hydra/launcher=local", "model.n_kv_heads=4,5", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -118,6 +119,7 @@ def test_invalid_point_stops_the_sweep_before_submission(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []  # no multirun/, no job started
 
 
+@pytest.mark.slow  # starts processes
 def test_slurm_without_sbatch_is_one_line(tmp_path: Path) -> None:
     # PATH without SLURM's tools, as on a laptop; python itself is called by its full path.
     proc = cli("-m", "hydra/launcher=slurm", "model.n_kv_heads=1,2", cwd=tmp_path,
@@ -129,6 +131,7 @@ def test_slurm_without_sbatch_is_one_line(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # starts processes
 def test_launcher_without_multirun_is_a_hint(tmp_path: Path) -> None:
     proc = cli("hydra/launcher=slurm", "dry_run=true", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -226,6 +229,7 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
     assert sorted(losses(sweep / "0")) == list(range(1, 11))
 
 
+@pytest.mark.slow  # starts processes
 def test_wandb_run_id_is_per_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two sweeps' job #0 never share a wandb run; a requeued job (same run dir) continues its own."""
     from olmo_exp.callbacks import WandbLogCallback

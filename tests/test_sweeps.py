@@ -116,6 +116,7 @@ def test_help_lists_presets_from_any_directory(tmp_path: Path, data_dir: Path) -
     assert line == ["+sweep", *(f"{name}," for name in PRESETS[:-1]), PRESETS[-1]]
 
 
+@pytest.mark.slow  # starts processes
 def test_equal_budget_sweep_refuses_another_sequence_length(tmp_path: Path, data_dir: Path) -> None:
     """FLOPs per token depend on the sequence length: at 2048 the pair is not matched any more."""
     proc = _cli("-m", "+sweep=lws_vs_uniform", "data.sequence_length=2048",
@@ -154,6 +155,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # starts processes
 def test_report_values_equal_the_jobs_metrics(two_point_sweep: Path) -> None:
     rows = read_csv(two_point_sweep / "report.csv")
     assert [r["job"] for r in rows] == ["0", "1"]
@@ -182,6 +184,7 @@ def test_report_values_equal_the_jobs_metrics(two_point_sweep: Path) -> None:
     assert [line.split(" | ")[1] for line in table] == [r["overrides"] for r in by_loss]
 
 
+@pytest.mark.slow  # uses the trained two-job sweep
 def test_report_png_is_readable(two_point_sweep: Path) -> None:
     from PIL import Image
 
@@ -192,6 +195,7 @@ def test_report_png_is_readable(two_point_sweep: Path) -> None:
     assert colors is not None and len(colors) > 20  # axes, curves and legend text, not blank
 
 
+@pytest.mark.slow  # starts processes
 def test_regenerate_from_run_dirs_alone(two_point_sweep: Path, tmp_path: Path) -> None:
     """python -m olmo_exp.report gives the same report, also for a half-written run."""
     copy = tmp_path / "sweep"
@@ -225,6 +229,7 @@ def test_regenerate_from_run_dirs_alone(two_point_sweep: Path, tmp_path: Path) -
     assert rows[1]["params"] == ""  # its half-written summary reads as absent
 
 
+@pytest.mark.slow  # starts processes
 def test_a_failing_job_is_a_row_of_the_report(tmp_path: Path, data_dir: Path) -> None:
     """Job 1 is rejected (3 KV heads for 8 heads): the sweep stops, the report shows why."""
     sweep_dir = tmp_path / "sweep"
@@ -240,6 +245,7 @@ def test_a_failing_job_is_a_row_of_the_report(tmp_path: Path, data_dir: Path) ->
     assert "| failed | " in md and "must divide model.n_heads=8" in md
 
 
+@pytest.mark.slow  # starts processes
 def test_a_job_that_raised_is_failed_with_its_first_line(tmp_path: Path) -> None:
     """What Hydra hands on_job_end for a job whose task raised (the sweep then stops)."""
     from hydra.core.utils import JobReturn, JobStatus
