@@ -3,7 +3,6 @@ uninterrupted run: one record per logged step, in order (reports and plots read 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 from conftest import REPO, TINY, read_jsonl
+
+from olmo_exp.report import read_metrics
 
 CRASH = [*TINY, "train.max_steps=10", "train.checkpoint_interval=3", "train.eval_interval=3",
          "generate.interval=2"]
@@ -28,16 +29,8 @@ def _latest_checkpoint(run_dir: Path) -> int:
 
 
 def _logged_steps(run_dir: Path) -> list[int]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    steps = []
-    for line in path.read_text().splitlines():
-        try:
-            steps.append(json.loads(line)["step"])
-        except ValueError:
-            pass
-    return steps
+    """Steps in metrics.jsonl while the run may still be writing it (a half line is skipped)."""
+    return [r["step"] for r in read_metrics(run_dir)]
 
 
 def _comparable(record: dict) -> dict:
