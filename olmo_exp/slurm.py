@@ -327,6 +327,8 @@ class _SweepLauncher(BaseSubmititLauncher):
                 if submitted:
                     raise
                 print(f"error: submission failed: {_one_line(str(e))}", file=sys.stderr)
+                # submitit wrote the job's pickles and script under .submitit/ before sbatch refused
+                shutil.rmtree(sweep_dir / ".submitit", ignore_errors=True)
                 _remove_unstarted_sweep_dir(sweep_dir)
                 sys.exit(2)
             submitted += [_Submitted(p, j) for p, j in zip(group, jobs, strict=True)]

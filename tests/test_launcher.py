@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,20 @@ def test_slurm_without_sbatch_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = error_lines(proc)
     assert "sbatch" in line and "hydra/launcher=local" in line
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow  # starts processes
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs SLURM's sbatch on PATH")
+def test_refused_submission_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """sbatch present but the cluster unusable (here: no configuration): its own reason in one
+    line, exit 2, and no sweep dir (submitit's .submitit/ and the report's files included)."""
+    proc = cli("-m", "hydra/launcher=slurm", "model.n_kv_heads=1,2", cwd=tmp_path,
+               env={**os.environ, "SLURM_CONF": str(tmp_path / "no-such-slurm.conf")})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = error_lines(proc)
+    assert line.startswith("error: submission failed: sbatch: "), line
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
