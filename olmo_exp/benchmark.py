@@ -21,29 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from olmo_exp.schema import compose_run
+
 WARMUP_STEPS = 2  # excluded from steady-state throughput (first-step allocation, caches)
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from olmo_exp.experiment import RunConfig
-    from olmo_exp.schema import register
-
-    register()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = hydra_compose(config_name="config", overrides=overrides)
-    config = OmegaConf.to_object(cfg)
-    assert isinstance(config, RunConfig)
-    return config
 
 
 def run_olmo_exp(overrides: list[str], steps: int, run_dir: Path) -> dict:
     """``python run.py`` as a user runs it; timings from its metrics.jsonl wall clock."""
-    args = [sys.executable, str(REPO / "run.py"), *overrides, f"train.max_steps={steps}",
+    args = [sys.executable, "-m", "olmo_exp", *overrides, f"train.max_steps={steps}",
             "train.log_interval=1", "train.eval_interval=0", "generate.interval=0",
             f"train.checkpoint_interval={steps}", f"hydra.run.dir={run_dir}"]
     start = time.time()
@@ -106,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if not any(o.startswith("train.warmup_steps=") for o in args.overrides):
         args.overrides.append(f"train.warmup_steps={min(10, args.steps)}")
-    config = compose(args.overrides)
+    config = compose_run(args.overrides)
     from olmo_exp import data as data_lib
 
     t0 = time.time()

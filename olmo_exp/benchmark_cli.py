@@ -17,15 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
+# `python -m olmo_exp` is `python run.py` (run.py only calls olmo_exp.__main__.main).
 COMMANDS: dict[str, tuple[list[str], int]] = {
     'python -c "import hydra"': (["-c", "import hydra"], 0),
-    "run.py --help": ([str(REPO / "run.py"), "--help"], 0),
-    "run.py --cfg job": ([str(REPO / "run.py"), "--cfg", "job"], 0),
-    "run.py model.n_kv_heads=3 (rejected)": ([str(REPO / "run.py"), "model.n_kv_heads=3"], 2),
+    "run.py --help": (["-m", "olmo_exp", "--help"], 0),
+    "run.py --cfg job": (["-m", "olmo_exp", "--cfg", "job"], 0),
+    "run.py model.n_kv_heads=3 (rejected)": (["-m", "olmo_exp", "model.n_kv_heads=3"], 2),
 }
 
 

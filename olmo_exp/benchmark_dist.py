@@ -27,8 +27,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 # A short CPU run of the FACTS speed anchor (OLMo-2-style d256/4 layers, vocab 8192, seq 256);
 # no checkpoints, evals or samples inside the timed steps.
 DEFAULTS = [
@@ -58,24 +56,17 @@ class ArmResult:
 
 
 def world_size(overrides: list[str]) -> int:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from olmo_exp.schema import register
-
-    register()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=overrides)
     from olmo_exp.launch import topology
+    from olmo_exp.schema import compose_run
 
-    return topology(OmegaConf.to_object(cfg).dist).world_size
+    return topology(compose_run(overrides).dist).world_size
 
 
 def run_arm(arm: str, common: list[str], out: Path, warmup: int, threads: int) -> ArmResult:
     overrides = [*DEFAULTS, *common, *shlex.split(arm)]
     world = world_size(overrides)
     run_dir = out / arm.replace(" ", "_").replace("=", "-").replace("/", "-")
-    args = [sys.executable, str(REPO / "run.py"), *overrides, f"hydra.run.dir={run_dir}"]
+    args = [sys.executable, "-m", "olmo_exp", *overrides, f"hydra.run.dir={run_dir}"]
     # Same cores for every arm: all of them to one process, or an equal share to each rank.
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // world))}
     print(f"[{arm}] {' '.join(shlex.quote(a) for a in args[1:])}", flush=True)

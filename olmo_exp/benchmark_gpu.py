@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from olmo_exp.schema import compose_run
 
 # Dense bf16 tensor-core peaks (TFLOP/s), by a substring of torch.cuda.get_device_name(); first
 # match wins. olmo-core's own table has no H200 (it falls back to A100's 312), hence this one.
@@ -104,12 +104,6 @@ def device_name() -> str:
     return f"CPU ({os.cpu_count()} cores)"
 
 
-def compose(overrides: list[str]):
-    from olmo_exp.benchmark import compose as compose_run
-
-    return compose_run(overrides)
-
-
 # -- one arm, in a child process with a deadline ------------------------------------------------
 
 
@@ -160,7 +154,7 @@ def olmo_exp_arm(overrides: list[str], steps: int, warmup: int, arm_dir: Path,
     def timed() -> list[dict[str, Any]]:
         return [r for r in _records(metrics) if r["step"] > warmup and "throughput/device/TPS" in r]
 
-    args = [sys.executable, str(REPO / "run.py"), *overrides, f"train.max_steps={steps}",
+    args = [sys.executable, "-m", "olmo_exp", *overrides, f"train.max_steps={steps}",
             f"hydra.run.dir={run_dir}"]
     code, wall, rss = run_bounded(args, arm_dir / "log.txt", timeout_s,
                                   done=lambda: len(timed()) >= needed)
@@ -211,7 +205,7 @@ def raw_loop(overrides: list[str], steps: int, warmup: int, out_path: Path) -> N
     from olmo_exp import data as data_lib
     from olmo_exp import launch
 
-    config = compose(overrides)
+    config = compose_run(overrides)
     manifest = data_lib.prepare(config.data)  # cached by the benchmark before any arm
     train, seq = config.train, config.data.sequence_length
     cuda = torch.cuda.is_available()
@@ -364,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from olmo_exp import data as data_lib
 
-    data_lib.prepare(compose(shared).data)  # once, before the arms (they reuse it)
+    data_lib.prepare(compose_run(shared).data)  # once, before the arms (they reuse it)
     device = device_name()
     peak = peak_flops(device, args.peak_tflops)
     print(f"{device}; peak {peak / 1e12:.1f} TFLOP/s" if peak else f"{device}; peak unknown: no MFU "

@@ -1,4 +1,5 @@
-"""olmo-core trainer callbacks that write a run's files and metrics.
+"""olmo-core trainer callbacks that write a run's files and metrics, and the sampling loop behind
+``generations.jsonl``.
 
 Kept apart from the config modules (``train``, ``dist``, ``generate``), which must compose and
 validate without importing olmo-core's training stack.
@@ -6,20 +7,25 @@ validate without importing olmo-core's training stack.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
+import torch.distributed as dist
 from olmo_core.train.callbacks import Callback, ConsoleLoggerCallback
 from olmo_core.train.common import ReduceType
+from torch.distributed.fsdp import FSDPModule
 
 from olmo_exp.console import StepConsole
-from olmo_exp.generate import GenerateConfig, generate_ids
+from olmo_exp.files import write_atomic
+from olmo_exp.generate import GenerateConfig
 from olmo_exp.train import WandbConfig
 
 log = logging.getLogger(__name__)
@@ -40,14 +46,6 @@ def _read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
     return records, len(records) == len(lines)
 
 
-def _write_records_atomic(path: Path, records: list[dict[str, Any]]) -> None:
-    """Replace the file in one rename: a kill at any moment leaves the old or the new content."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, path)
-
-
 def truncate_to_step(path: Path, step: int) -> list[dict[str, Any]]:
     """Keep the records up to ``step`` (the checkpoint training restarts from), drop the rest.
 
@@ -57,7 +55,7 @@ def truncate_to_step(path: Path, step: int) -> list[dict[str, Any]]:
     records, whole = _read_records(path)
     kept = [r for r in records if r.get("step", 0) <= step]
     if len(kept) < len(records) or not whole:
-        _write_records_atomic(path, kept)
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
 
 
@@ -73,8 +71,6 @@ class MetricsFileCallback(Callback):
     """
 
     path: Path = field(default_factory=lambda: Path("metrics.jsonl"))
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Merged into the first record of this process (e.g. per-rank memory)."""
     _records: list[dict[str, Any]] = field(default_factory=list)
 
     def pre_train(self) -> None:
@@ -91,10 +87,9 @@ class MetricsFileCallback(Callback):
         values = {k: float(v) for k, v in metrics.items()}
         if self._records and self._records[-1].get("step") == step:
             self._records[-1].update(values, wall_time=time.time())
-            _write_records_atomic(self.path, self._records)
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self._records))
             return
-        record = {"step": step, **self.extra, **values, "wall_time": time.time()}
-        self.extra = {}
+        record = {"step": step, **values, "wall_time": time.time()}
         self._records.append(record)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")  # one write: whole, or torn and dropped on resume
@@ -137,6 +132,75 @@ class WandbLogCallback(Callback):
         if self._run is not None:
             self._run.finish()
             self._run = None
+
+
+@contextlib.contextmanager
+def _inference(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode, no grad, and under FSDP one all-gather for the whole sample instead of one per token."""
+    was_training = model.training
+    fsdp_modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    # FSDP2 has a setter but no getter for reshard-after-forward; save the exact per-group state so
+    # that SHARD_GRAD_OP (no reshard) and olmo-core's unsharded head survive sampling unchanged.
+    saved = []
+    for m in fsdp_modules:
+        state = m._get_fsdp_state()
+        groups = [(g, g.post_forward_mesh_info) for g in state._fsdp_param_groups]
+        saved.append((state, state._auto_reshard_after_forward, groups))
+    model.eval()
+    for m in fsdp_modules:
+        m.set_reshard_after_forward(False, recurse=False)
+    try:
+        # no_grad, not inference_mode: inference tensors (RoPE cache) would break later backward passes.
+        with torch.no_grad():
+            yield
+    finally:
+        for state, auto, groups in saved:
+            state._auto_reshard_after_forward = auto
+            for group, mesh_info in groups:
+                group.post_forward_mesh_info = mesh_info
+        for m in fsdp_modules:
+            m.reshard()  # free the gathered weights; training gathers what it needs
+        model.train(was_training)
+
+
+def generate_ids(
+    model: torch.nn.Module,
+    prompt_ids: list[int],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    eos_token_id: int | None = None,
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> list[int]:
+    """Greedy (or temperature) decoding, called on every rank; returns the same tokens on each.
+
+    Under several ranks, rank 0 decides each token and broadcasts it: ranks computing their own
+    argmax could pick different tokens (a bf16 tie on GPUs) or stop at different lengths (an EOS
+    one rank sees), leaving them in different collectives, i.e. hung. Sampling draws from its own
+    generator, leaving the training RNG state untouched.
+    """
+    lockstep = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+    ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    gen = torch.Generator(device=ids.device).manual_seed(seed)
+    new: list[int] = []
+    with _inference(model):
+        for _ in range(max_new_tokens):
+            logits = model(ids, logits_to_keep=1)[:, -1].float()
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=gen)
+            else:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            if lockstep:
+                dist.broadcast(nxt, src=0)  # on the model's device: what the backend expects
+            token = int(nxt.item())
+            new.append(token)
+            if token == eos_token_id:
+                break
+            ids = torch.cat([ids, nxt.to(ids.dtype)], dim=1)
+    return new
 
 
 @dataclass

@@ -30,15 +30,15 @@ SCALAR_KEYS = ("qkv_scalars", "fnn_scalars", "output_scalars")
 
 @dataclass
 class LWSConfig:
-    """``model.lws``: [first-layer, last-layer] multipliers; null = uniform (no scaling)."""
+    """``model.lws``: [first-layer, last-layer] scalars; null = uniform (no scaling)."""
 
     name: str = "off"
     qkv_scalars: list[float] | None = None
-    """Attention (query) width multiplier of d_model, linearly from layer 0 to layer N-1."""
+    """Attention (query) width as a scalar of d_model, linearly from layer 0 to layer N-1."""
     fnn_scalars: list[float] | None = None
-    """FFN hidden width multiplier of d_model."""
+    """FFN hidden width as a scalar of d_model."""
     output_scalars: list[float] | None = None
-    """Residual-branch scale of each block's attention and FFN outputs."""
+    """Scalar on each block's attention and FFN outputs (the residual branches)."""
     ffn_multiple_of: int = 256
     """FFN widths are rounded to a multiple of this (OpenELM's ffn_dim_divisor)."""
 
@@ -76,6 +76,7 @@ class LayerSpec:
     head_dim: int
     ffn_hidden_size: int
     output_scale: float
+    """This layer's output scalar: olmo-core's attention/feed_forward ``residual_alpha``."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +90,7 @@ def make_divisible(v: float, divisor: int) -> int:
     return int(new_v)
 
 
-def layer_multipliers(bounds: list[float] | None, n_layers: int) -> list[float] | None:
+def layer_scalars(bounds: list[float] | None, n_layers: int) -> list[float] | None:
     """``round(v, 2)`` of a linspace from the first to the last layer (exactly as OpenELM).
 
     OpenELM calls ``round`` on numpy float64s, i.e. numpy's rounding (scale by 100, round half
@@ -117,9 +118,9 @@ def layer_specs(
 ) -> list[LayerSpec]:
     """The per-layer geometry; with every scalar null it is the uniform model."""
     group = n_heads // n_kv_heads  # query heads per KV head, kept in every layer
-    qkv = layer_multipliers(lws.qkv_scalars, n_layers)
-    ffn = layer_multipliers(lws.fnn_scalars, n_layers)
-    out = layer_multipliers(lws.output_scalars, n_layers)
+    qkv = layer_scalars(lws.qkv_scalars, n_layers)
+    ffn = layer_scalars(lws.fnn_scalars, n_layers)
+    out = layer_scalars(lws.output_scalars, n_layers)
     specs = []
     for i in range(n_layers):
         heads_i, kv_i = n_heads, n_kv_heads
@@ -137,13 +138,13 @@ def layer_specs(
             raise ConfigError(
                 "model.lws.qkv_scalars",
                 lws.qkv_scalars,
-                f"layer {i} would get {heads_i} heads; raise the minimum multiplier",
+                f"layer {i} would get {heads_i} heads; raise the smaller scalar",
             )
         if ffn_i <= 0:
             raise ConfigError(
                 "model.lws.fnn_scalars",
                 lws.fnn_scalars,
-                f"layer {i} would get FFN width {ffn_i}; raise the minimum multiplier",
+                f"layer {i} would get FFN width {ffn_i}; raise the smaller scalar",
             )
         specs.append(
             LayerSpec(

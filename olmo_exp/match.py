@@ -3,7 +3,7 @@
 The ``lws_vs_uniform`` sweep compares ``model=match_uniform`` with two LWS models that differ from
 it only in the layer-wise schedule: ``match_lws_params`` has the same non-embedding parameter
 count, ``match_lws_flops`` the same training FLOPs per token (at the run's sequence length). The
-one free knob is the last layer's FFN multiplier (``model.lws.fnn_scalars[1]``; OpenELM uses
+one free knob is the last layer's FFN scalar (``model.lws.fnn_scalars[1]``; OpenELM uses
 4.0): :func:`search` scans it and picks the closest match, and the model files carry that value.
 
     python -m olmo_exp.match            # print each pair's match (and the best knob value)
@@ -17,14 +17,13 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from olmo_exp.schema import compose_run
 from olmo_exp.validation import ConfigError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 TOLERANCE = 0.02
 
 
@@ -60,28 +59,10 @@ class Match:
                 f"tolerance {TOLERANCE:.0%})")
 
 
-def compose(overrides: list[str]) -> Any:
-    """The composed RunConfig for these overrides (inside a running Hydra app, or standalone)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from olmo_exp.schema import register
-
-    register()
-    if GlobalHydra.instance().is_initialized():
-        cfg = hydra_compose(config_name="config", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=str(CONF), version_base=None):
-            cfg = hydra_compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_object(cfg)
-
-
 def summary(overrides: list[str], fnn_top: float | None = None) -> dict:
     """model_summary.json of the run these overrides describe (meta device: no weights, no data);
-    ``fnn_top`` replaces the last layer's FFN multiplier (the search's knob)."""
-    return summarize_config(compose(overrides), fnn_top)
+    ``fnn_top`` replaces the last layer's FFN scalar (the search's knob)."""
+    return summarize_config(compose_run(overrides), fnn_top)
 
 
 def summarize_config(config: Any, fnn_top: float | None = None) -> dict:
@@ -126,10 +107,10 @@ def check(overrides: list[str] = ()) -> list[Match]:
 
 def search(pair: Pair, overrides: list[str] = (), low: float = 1.0, high: float = 8.0,
            step: float = 0.05) -> tuple[float, Match]:
-    """The last-layer FFN multiplier of the LWS model that best matches the pair's metric."""
+    """The last-layer FFN scalar of the LWS model that best matches the pair's metric."""
     common = [o for o in overrides if not o.startswith("model")]
     target = summary([f"model={pair.uniform}", *common])[pair.metric]
-    config = compose([f"model={pair.lws}", *common])
+    config = compose_run([f"model={pair.lws}", *common])
     best: tuple[float, Match] | None = None
     for top in np.round(np.arange(low, high + step / 2, step), 2):
         match = Match(pair, target, summarize_config(config, top)[pair.metric])

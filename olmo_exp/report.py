@@ -27,6 +27,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from olmo_exp.files import atomic_path, write_atomic
+
 TRAIN_LOSS = "train/CE loss"
 VAL_LOSS = "eval/lm/validation/CE loss"
 VAL_PPL = "eval/lm/validation/PPL"
@@ -240,13 +242,11 @@ def _sort_key(row: JobRow) -> tuple:
 
 def write_csv(rows: list[JobRow], path: Path) -> None:
     names = [f.name for f in fields(JobRow)]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=names)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
-    tmp.replace(path)
 
 
 MD_COLUMNS = [
@@ -284,9 +284,7 @@ def write_markdown(sweep_dir: Path, rows: list[JobRow], common: list[str], path:
         markdown_table(rows),
         "",
     ])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, text)
 
 
 def _curve(metrics: list[dict], key: str, tokens_per_step: int | None) -> tuple[list, list]:
@@ -323,10 +321,9 @@ def write_plot(data: list[JobData], path: Path, title: str) -> None:
     fig.suptitle(textwrap.fill(title, width=160), fontsize=9)
     fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(labels) / (1 if len(labels) > 4 else 2)),
                            1, 1))
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_report(sweep_dir: Path | str) -> list[JobRow]:
@@ -378,7 +375,8 @@ def plot_run(run_dir: Path, tokens_per_step: int | None) -> Path:
     ax.legend()
     fig.tight_layout()
     path = run_dir / "loss.png"
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 

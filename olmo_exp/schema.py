@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from olmo_exp.data.config import DataConfig
 from olmo_exp.dist import DistConfig
 from olmo_exp.experiment import RunConfig
+from olmo_exp.files import CONF_DIR, SWEEPS_DIR
 from olmo_exp.launch import shared_run_id
 from olmo_exp.lws import LWSConfig
 from olmo_exp.model import ModelConfig
@@ -23,9 +24,6 @@ from olmo_exp.slurm import register_launchers, register_resolvers
 from olmo_exp.train import TrainConfig
 from olmo_exp.usage import register as register_help
 from olmo_exp.validation import ConfigError
-
-SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
-"""Named sweep presets (the top-level ``sweeps/`` folder): the ``sweep`` group, ``-m +sweep=NAME``."""
 
 
 def register() -> None:
@@ -45,6 +43,29 @@ def register() -> None:
     # by absolute path so that `+sweep=NAME` works from any working directory.
     for path in sorted(SWEEPS_DIR.glob("*.yaml")):
         cs.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+def compose(overrides: list[str] | None = None, *, return_hydra_config: bool = False) -> DictConfig:
+    """The config ``run.py`` would compose from these overrides (for tools, tests and ``--help``),
+    standalone or inside a running Hydra app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register()
+    kwargs = {"config_name": "config", "overrides": list(overrides or []),
+              "return_hydra_config": return_hydra_config}
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(**kwargs)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose(**kwargs)
+
+
+def compose_run(overrides: list[str] | None = None) -> RunConfig:
+    """The typed run object's config for these overrides."""
+    config = OmegaConf.to_object(compose(overrides))
+    assert isinstance(config, RunConfig)
+    return config
 
 
 class UnknownOverrideError(ConfigError):
@@ -93,8 +114,7 @@ def _is_container(tp: Any) -> bool:
     return bool(origins & {dict, list, tuple, typing.Any})
 
 
-def check_overrides(overrides: list[str], conf_dir: str | Path,
-                    extra_dirs: list[str] | None = None) -> None:
+def check_overrides(overrides: list[str], extra_dirs: list[str] | None = None) -> None:
     """Every override that names a key or group option outside the configs, whatever its form
     (``key=v``, ``+key=v``, ``++key=v``, ``~key``, ``group=option``, sweeps): one ConfigError.
 
@@ -113,7 +133,7 @@ def check_overrides(overrides: list[str], conf_dir: str | Path,
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException:
         return
-    search_path = create_config_search_path(str(Path(conf_dir).resolve()))
+    search_path = create_config_search_path(str(CONF_DIR))
     for extra in extra_dirs or []:
         search_path.append("command-line", f"file://{Path(extra).resolve()}")
     repo = ConfigRepository(config_search_path=search_path)
@@ -179,7 +199,7 @@ def _check_type(schema: Any, key: str, value: Any) -> None:
         raise ConfigError(key, value, reason[:1].lower() + reason[1:]) from None
 
 
-def check_command_line(argv: list[str], conf_dir: str | Path) -> None:
+def check_command_line(argv: list[str]) -> None:
     """run.py's command line, before Hydra composes anything: one line and exit 2 if an override
     names an unknown key or group option (nothing is written; no run directory is made)."""
     from hydra._internal.utils import get_args_parser
@@ -187,7 +207,7 @@ def check_command_line(argv: list[str], conf_dir: str | Path) -> None:
     args, rest = get_args_parser().parse_known_args(argv)
     overrides = [*args.overrides, *(a for a in rest if not a.startswith("-"))]
     try:
-        check_overrides(overrides, conf_dir, [args.config_dir] if args.config_dir else None)
+        check_overrides(overrides, [args.config_dir] if args.config_dir else None)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

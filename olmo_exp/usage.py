@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 import textwrap
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from olmo_exp.files import CONF_DIR, readme_text
+
 WIDTH = 100
 
 # app -> (usage line, most-used keys with what they do, groups shown, README example filter)
@@ -36,7 +36,7 @@ APPS: dict[str, dict[str, Any]] = {
             "train.stop_at_step": "stop early at this step; rerun the same run dir to continue",
             "train.console": "compact: one line per step; full: olmo-core's metrics block",
             "model.n_kv_heads": "GQA: KV heads shared by the query heads (null = n_heads)",
-            "model.lws.qkv_scalars": "LWS: [first, last] layer attention width multipliers",
+            "model.lws.qkv_scalars": "LWS: [first, last] layer attention width scalars",
             "dist.nproc_per_node": "ranks on this machine (run.py starts them)",
             "data.sequence_length": "tokens per training sequence",
             "data.output_dir": "where prepared token shards are cached",
@@ -136,11 +136,9 @@ def _keys(app: dict[str, Any], root: Any) -> str:
     return "\n".join(f"  {k:<{width}}  {w}" for k, w in rows)
 
 
-def readme_examples(readme: Path = README, contains: str | None = None) -> list[str]:
+def readme_examples(contains: str | None = None) -> list[str]:
     """The README's example commands: its ```bash blocks after the first (install and tests)."""
-    if not readme.exists():
-        return []
-    blocks = re.findall(r"```bash\n(.*?)```", readme.read_text(), flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", readme_text(), flags=re.S)
     lines = [line for block in blocks[1:] for line in block.splitlines() if line.strip()]
     return [line for line in lines if contains is None or contains in line]
 
@@ -165,7 +163,7 @@ def help_section(section: str, app_name: str, *, _root_: Any) -> str:
     return _escape(text)
 
 
-def answer_help(app: str, argv: list[str], config_dir: Path) -> bool:
+def answer_help(app: str, argv: list[str]) -> bool:
     """``--help``/``-h``: print ``hydra.help.template`` for ``app`` and return True.
 
     The same template Hydra's own ``--help`` would fill, but without Hydra's eager listing of all
@@ -177,18 +175,19 @@ def answer_help(app: str, argv: list[str], config_dir: Path) -> bool:
         return False
     import string
 
-    from hydra import compose, initialize_config_dir
+    from hydra import initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = [a for a in argv if not a.startswith("-")]
-    register(app)
-    with initialize_config_dir(config_dir=str(config_dir), version_base=None, job_name=app):
+    from olmo_exp.schema import compose
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None, job_name=app):
         try:
-            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            cfg = compose([a for a in argv if not a.startswith("-")], return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as e:  # a typo next to --help
             raise SystemExit(f"error: {e}") from None
+        register(app)  # after compose's schema.register(), which registers run.py's help
         HydraConfig.instance().set_config(cfg)
         print(string.Template(cfg.hydra.help.template).safe_substitute(FLAGS_HELP=""))
     return True

@@ -163,7 +163,7 @@ TOP_LEVEL = ("valid: top-level keys (model, dist, data, train, generate, wandb, 
 )
 def test_unknown_keys_fail_in_every_override_form(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        check_overrides([override], CONF)
+        check_overrides([override])
     assert str(err.value) == message
 
 
@@ -172,7 +172,7 @@ def test_unknown_keys_fail_in_every_override_form(override: str, message: str) -
 def test_misspelled_group_option_lists_only_real_options(override: str) -> None:
     group = override.lstrip("+").split("=")[0]
     with pytest.raises(ConfigError) as err:
-        check_overrides([override], CONF)
+        check_overrides([override])
     valid = str(err.value).split("; valid: ")[1]
     assert valid.split(", ") == options(group)  # the conf/ presets, never the *_schema entries
     assert str(err.value).startswith(f"{override}: {group} has no option ")
@@ -185,15 +185,15 @@ def test_misspelled_group_option_lists_only_real_options(override: str) -> None:
     "data.output_dir=${oc.env:HOME}/data",
 ])
 def test_valid_override_forms_pass(override: str) -> None:
-    check_overrides([override], CONF)
+    check_overrides([override])
 
 
 def test_adding_a_real_group_keeps_working(tmp_path: Path) -> None:
     (tmp_path / "preset").mkdir()
     (tmp_path / "preset" / "short.yaml").write_text("# @package _global_\ntrain:\n  max_steps: 5\n")
-    check_overrides(["+preset=short"], CONF, [str(tmp_path)])
+    check_overrides(["+preset=short"], [str(tmp_path)])
     with pytest.raises(ConfigError, match=r"^\+preset=long: preset has no option 'long'; valid: short$"):
-        check_overrides(["+preset=long"], CONF, [str(tmp_path)])
+        check_overrides(["+preset=long"], [str(tmp_path)])
     config = compose_run("+preset=short", extra_dir=tmp_path)
     assert config.train.max_steps == 5
 

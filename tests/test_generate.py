@@ -12,7 +12,7 @@ from conftest import REPO
 SCRIPT = r"""
 import os, socket, torch, torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
-from olmo_exp.generate import generate_ids
+from olmo_exp.callbacks import generate_ids
 from olmo_exp.model import ModelConfig
 
 with socket.socket() as s:
@@ -60,7 +60,7 @@ def test_generation_under_fsdp_matches_and_keeps_shard_grad_op() -> None:
 LOCKSTEP = r"""
 import os, sys, datetime, torch, torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
-from olmo_exp.generate import generate_ids
+from olmo_exp.callbacks import generate_ids
 from olmo_exp.model import ModelConfig
 
 rank, port = int(os.environ["RANK"]), os.environ["PORT"]

@@ -18,7 +18,7 @@ from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from olmo_exp.lws import LWSConfig, layer_multipliers, make_divisible
+from olmo_exp.lws import LWSConfig, layer_scalars, make_divisible
 from olmo_exp.model import ModelConfig
 from olmo_exp.schema import check_overrides, register
 from olmo_exp.validation import ConfigError
@@ -65,14 +65,14 @@ def test_make_divisible_hand_values(v: float, divisor: int, expected: int) -> No
     assert make_divisible(v, divisor) == expected
 
 
-def test_multipliers_round_like_openelm() -> None:
+def test_scalars_round_like_openelm() -> None:
     # linspace(1.0, 4.55, 3)[1] is stored as 2.77499999999999991: numpy's round (x100 = 277.5,
     # half to even -> 278) gives 2.78, Python's round(float) gives 2.77. OpenELM rounds numpy
     # float64s, so 2.78.
-    assert layer_multipliers([1.0, 4.55], 3) == [1.0, 2.78, 4.55]
+    assert layer_scalars([1.0, 4.55], 3) == [1.0, 2.78, 4.55]
     # A decreasing schedule is just the reversed linspace.
-    assert layer_multipliers([1.2, 0.8], 3) == [1.2, 1.0, 0.8]
-    assert layer_multipliers(None, 3) is None
+    assert layer_scalars([1.2, 0.8], 3) == [1.2, 1.0, 0.8]
+    assert layer_scalars(None, 3) is None
 
 
 # -- hand-computed per-layer tables ---------------------------------------------------------
@@ -134,7 +134,7 @@ HAND_TABLES = {
         ),
         [(4, 1, 32, 256, 1.0), (8, 2, 32, 768, 1.0), (12, 3, 32, 1024, 1.0), (12, 3, 32, 1536, 1.0)],
     ),
-    # A tiny attention multiplier never yields 0 heads: 0.01 * 256 = 2.56 rounds to 0 and is
+    # A tiny attention scalar never yields 0 heads: 0.01 * 256 = 2.56 rounds to 0 and is
     # floored at the unit 32 * 4 = 128 -> 4 heads / 1 kv head in every layer (OpenELM's floor).
     "floor_not_zero": (
         ModelConfig(
@@ -227,7 +227,7 @@ def test_openelm_presets_reproduce_released_tables(preset: str) -> None:
     model = compose_model(f"model={preset}")
     model.validate()
     assert model.lws.output_scalars is None  # OpenELM has no residual output scales
-    assert layer_multipliers(model.lws.fnn_scalars, model.n_layers) == released["ffn_mult"]
+    assert layer_scalars(model.lws.fnn_scalars, model.n_layers) == released["ffn_mult"]
     specs = model.layer_specs()
     assert [s.n_heads for s in specs] == released["q"]
     assert [s.n_kv_heads for s in specs] == released["kv"]
@@ -264,7 +264,7 @@ def test_lws_off_equals_plain_olmo_core_model() -> None:
     assert param_shapes(built) == param_shapes(built_plain)
     assert config.num_params == plain.num_params == sum(p.numel() for p in built.parameters())
 
-    # Constant multipliers that land on the uniform geometry change nothing either:
+    # Constant scalars that land on the uniform geometry change nothing either:
     # qkv 1.0 -> 384 = 12 heads; fnn 2.67 * 384 = 1025.28 -> 1024 = the plain FFN width.
     model.lws = LWSConfig(
         name="flat", qkv_scalars=[1.0, 1.0], fnn_scalars=[2.67, 2.67], output_scalars=[1.0, 1.0]
@@ -385,7 +385,7 @@ def test_wrong_types_fail_at_compose(override: str, cause: type, message: str) -
     assert isinstance(err.value.__cause__, cause)
     assert "full_key: model.lws." in str(err.value.__cause__)
     with pytest.raises(ConfigError) as err:  # what run.py prints, before Hydra composes
-        check_overrides([override], CONF)
+        check_overrides([override])
     assert str(err.value) == message
 
 

@@ -27,7 +27,7 @@ PRESETS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
 @functools.cache
 def composed(job: tuple[str, ...]):
-    return match.compose(list(job))
+    return match.compose_run(list(job))
 
 
 @functools.cache

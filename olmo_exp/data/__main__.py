@@ -18,14 +18,14 @@ from olmo_exp import schema
 from olmo_exp.console import configure_logging
 from olmo_exp.data.config import DataConfig
 from olmo_exp.data.errors import DataError
+from olmo_exp.files import CONF_DIR
 from olmo_exp.usage import answer_help
 from olmo_exp.validation import ConfigError
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("olmo_exp.data")
 
 
-@hydra.main(config_path=CONF, config_name="config", version_base=None)
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
@@ -60,6 +60,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     schema.register()
-    if not answer_help("data", sys.argv[1:], Path(CONF)):  # --help describes data preparation
-        schema.check_command_line(sys.argv[1:], CONF)  # unknown keys: one line, exit 2
+    if not answer_help("data", sys.argv[1:]):  # --help describes data preparation
+        schema.check_command_line(sys.argv[1:])  # unknown keys: one line, exit 2
         main()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +11,7 @@ import numpy as np
 
 from olmo_exp.data.errors import DataError
 from olmo_exp.data.tokenizer import TokenizerInfo, dtype_for_vocab
+from olmo_exp.files import sha256_file
 
 if TYPE_CHECKING:
     from olmo_core.data import NumpyDatasetConfig, NumpyDatasetDType
@@ -20,15 +19,6 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
 SHA_CHECK_MAX_BYTES = 256 << 20  # verify() hashes shards when they total at most this much
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -171,15 +161,9 @@ class Manifest:
                 raise DataError(
                     f"{path}: {size} bytes, manifest says {s['bytes']} ({s['tokens']} tokens of {self.dtype}): truncated; delete {where} and prepare again"
                 )
-            if check_sha and _sha256(path) != s["sha256"]:
+            if check_sha and sha256_file(path) != s["sha256"]:
                 raise DataError(
                     f"{path}: sha256 differs from the manifest: corrupt; delete {where} and prepare again"
                 )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()

@@ -33,7 +33,7 @@ from filelock import FileLock
 from olmo_exp.data.clean import CLEANING_VERSION
 from olmo_exp.data.config import DataConfig, DataSource
 from olmo_exp.data.errors import DataError
-from olmo_exp.data.manifest import MANIFEST, SPLITS, Manifest, write_json_atomic
+from olmo_exp.data.manifest import MANIFEST, SPLITS, Manifest
 from olmo_exp.data.sources import (
     Record,
     check_files,
@@ -51,10 +51,10 @@ from olmo_exp.data.tokenizer import (
     TextTokenizer,
     TokenizerInfo,
     resolve_tokenizer_file,
-    sha256_file,
     tokenizer_info,
     train_bpe,
 )
+from olmo_exp.files import atomic_path, sha256_file, write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +241,9 @@ class _Prep:
         if self.cfg.tokenizer == "bpe":
             self._train_bpe(path)
         else:
-            tmp = path.with_name(f".tokenizer.json.tmp{os.getpid()}")
             assert self.tok_source is not None
-            shutil.copyfile(self.tok_source, tmp)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                shutil.copyfile(self.tok_source, tmp)
         return path
 
     def _train_bpe(self, out: Path) -> None:
@@ -418,12 +417,8 @@ class _Prep:
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         data = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(data.tobytes())  # headerless, like np.memmap writes; dtype is in the manifest
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        # headerless, like np.memmap writes; the dtype is in the manifest
+        write_atomic(path, data.tobytes(), fsync=True)
         return {
             "path": rel,
             "documents": documents,

@@ -20,6 +20,7 @@ import numpy as np
 
 from olmo_exp.data.config import DataConfig
 from olmo_exp.data.errors import DataError
+from olmo_exp.files import atomic_path, sha256_file
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -69,14 +70,6 @@ class TokenizerInfo:
 
 def dtype_for_vocab(vocab_size: int) -> str:
     return "uint16" if vocab_size <= 2**16 else "uint32"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_path_like(name: str) -> bool:
@@ -268,6 +261,5 @@ def train_bpe(texts: Iterator[str], vocab_size: int, out: Path) -> None:
     tok.train_from_iterator(texts, trainer=trainer)
     if tok.token_to_id(EOS_TOKEN) != 0 or tok.token_to_id(PAD_TOKEN) != 1:
         raise DataError("trained BPE: special tokens did not get ids 0 and 1")  # defensive
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tok.save(str(tmp))
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        tok.save(str(tmp))
