@@ -24,26 +24,11 @@ from olmo_core.train.common import ReduceType
 from torch.distributed.fsdp import FSDPModule
 
 from olmo_exp.console import StepConsole
-from olmo_exp.files import write_atomic
+from olmo_exp.files import read_jsonl, write_jsonl_atomic
 from olmo_exp.generate import GenerateConfig
 from olmo_exp.train import WandbConfig
 
 log = logging.getLogger(__name__)
-
-
-def _read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """(the whole JSON lines of a jsonl file, whether that was all of it): a torn last line (a
-    kill mid-write) is left out."""
-    if not path.exists():
-        return [], True
-    lines = path.read_text().splitlines()
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            break  # only the last line can be torn; nothing after it was ever written
-    return records, len(records) == len(lines)
 
 
 def truncate_to_step(path: Path, step: int) -> list[dict[str, Any]]:
@@ -52,10 +37,9 @@ def truncate_to_step(path: Path, step: int) -> list[dict[str, Any]]:
     A run killed after step N and resumed from checkpoint C < N trains C+1..N again; without this
     those steps would be recorded twice. Returns the records kept.
     """
-    records, whole = _read_records(path)
-    kept = [r for r in records if r.get("step", 0) <= step]
-    if len(kept) < len(records) or not whole:
-        write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    if path.exists() and len(path.read_text().splitlines()) != len(kept):  # dropped or torn
+        write_jsonl_atomic(path, kept)
     return kept
 
 
@@ -87,7 +71,7 @@ class MetricsFileCallback(Callback):
         values = {k: float(v) for k, v in metrics.items()}
         if self._records and self._records[-1].get("step") == step:
             self._records[-1].update(values, wall_time=time.time())
-            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self._records))
+            write_jsonl_atomic(self.path, self._records)
             return
         record = {"step": step, **values, "wall_time": time.time()}
         self._records.append(record)

@@ -62,6 +62,22 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2), fsync=True)
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The whole records of a JSON-lines file ([] if there is none): a torn last line (a kill
+    mid-write, or a writer still at it) is left out."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break  # only the last line can be torn; nothing after it was ever written
+    return records
+
+
+def write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
 def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

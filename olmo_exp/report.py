@@ -27,10 +27,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from olmo_exp.files import atomic_path, write_atomic
+from olmo_exp.console import TRAIN_LOSS, VAL_LOSS
+from olmo_exp.files import atomic_path, read_jsonl, write_atomic
 
-TRAIN_LOSS = "train/CE loss"
-VAL_LOSS = "eval/lm/validation/CE loss"
 VAL_PPL = "eval/lm/validation/PPL"
 TPS = "throughput/device/TPS (actual avg)"
 ERROR_FILE = "error.txt"
@@ -71,17 +70,7 @@ class JobData:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl records; a half-written last line (a run still writing, or killed) is skipped."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return read_jsonl(run_dir / "metrics.jsonl")
 
 
 def _load_yaml(path: Path) -> Any:
