@@ -18,10 +18,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from olmo_exp.console import RANK_OUTPUT_ENV
 from olmo_exp.dist import DistConfig, Strategy, fsdp_hooks
+
+if TYPE_CHECKING:  # torch only where ranks are started
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
 log = logging.getLogger(__name__)
 
@@ -299,36 +302,31 @@ def spawn(fn: Callable[..., Any], args: tuple, *, nproc: int, log_dir: Path) -> 
             os.environ.pop("OMP_NUM_THREADS", None)
 
 
-# A failure that is only the echo of another rank's (a collective that lost its peer, a SIGTERM
-# from the launcher stopping the group): never reported as the root cause if a real one exists.
+# A failure that is only the echo of another rank's (a collective that lost its peer, the launcher's
+# signal stopping the group): never reported as the root cause if a real one exists.
 _COLLATERAL = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout",
-               "gloo", "nccl", "distbackenderror", "processgroup", "sigterm")
+               "gloo", "nccl", "distbackenderror", "processgroup", "sigterm", "sigint")
 
 
-def _cause(failure: Any) -> str:
-    data = failure.error_file_data
-    if isinstance(data, dict) and isinstance(data.get("message"), dict):
-        text = str(data["message"].get("message", "")).strip()
-        if text:  # "SomeError: what" first; a module repr or details may follow over many lines
-            first = text.splitlines()[0]
+def _cause(failure: ProcessFailure) -> str:
+    """One line: the exception in the error file torch's ``record`` wrote, else how the rank ended."""
+    if isinstance(failure.message, dict):  # "SomeError: what", maybe a module repr on more lines
+        first = str(failure.message.get("message", "")).strip().partition("\n")[0]
+        if first:
             return first if len(first) <= 300 else first[:297] + "..."
     if failure.exitcode < 0:
         return f"killed by {failure.signal_name()}"
     return f"exited with code {failure.exitcode} without a Python traceback (os._exit, OOM kill, crash)"
 
 
-def _is_collateral(failure: Any) -> bool:
-    if failure.exitcode < 0 and failure.signal_name() in ("SIGTERM", "SIGINT"):
-        return True
-    return any(word in _cause(failure).lower() for word in _COLLATERAL)
-
-
-def _failure_message(e: Any, nproc: int, log_dir: Path) -> str:
-    failures = e.failures
-    rank = min(failures, key=lambda r: (_is_collateral(failures[r]), failures[r].timestamp, r))
-    failure = failures[rank]
-    others = "; ".join(f"rank {r}: {_cause(f)}" for r, f in sorted(failures.items()) if r != rank)
-    return (f"rank {rank} of {nproc} failed first (pid {failure.pid}): {_cause(failure)}"
+def _failure_message(e: ChildFailedError, nproc: int, log_dir: Path) -> str:
+    causes = {rank: _cause(failure) for rank, failure in e.failures.items()}
+    # torch's get_first_failure() is the earliest timestamp, in whole seconds: a peer's echo of the
+    # failure lands in the same second, so the echoes go last.
+    rank = min(causes, key=lambda r: (any(w in causes[r].lower() for w in _COLLATERAL),
+                                      e.failures[r].timestamp, r))
+    others = "; ".join(f"rank {r}: {c}" for r, c in sorted(causes.items()) if r != rank)
+    return (f"rank {rank} of {nproc} failed first (pid {e.failures[rank].pid}): {causes[rank]}"
             + (f" | then {others}" if others else "") + f" | per-rank logs: {log_dir}")
 
 
