@@ -147,10 +147,13 @@ class _ConsoleHandler(logging.StreamHandler):
 
 
 def rank_from_env() -> int:
-    """This process's global rank before the process group exists (torchrun, SLURM, submitit)."""
-    for key in ("RANK", "SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID"):
-        if key in os.environ:
-            return int(os.environ[key])
+    """This process's global rank before the process group exists (torchrun, submitit tasks)."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):
+        from submitit import JobEnvironment
+
+        return JobEnvironment().global_rank
     return 0
 
 

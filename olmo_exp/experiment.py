@@ -100,12 +100,6 @@ class RunConfig:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), d))
 
 
-def _get(d: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        d = d.get(part, {}) if isinstance(d, dict) else {}
-    return d
-
-
 class RunDirError(ConfigError):
     pass
 
@@ -157,14 +151,14 @@ class Run:
                 "hydra.run.dir", str(self.run_dir),
                 "holds checkpoints but no .hydra/config.yaml saying what made them; use a new run dir",
             )
-        old = OmegaConf.to_container(OmegaConf.load(previous), resolve=False)
-        new = self.config.to_dict()
+        old, new = OmegaConf.load(previous), OmegaConf.create(self.config.to_dict())
         for key in IDENTITY_KEYS:
-            if _get(old, key) != _get(new, key):
+            before, now = OmegaConf.select(old, key), OmegaConf.select(new, key)
+            if before != now:
                 raise RunDirError(
                     "hydra.run.dir", str(self.run_dir),
-                    f"holds checkpoints of a different run ({key}: {_get(old, key)} != "
-                    f"{_get(new, key)}); use a new run dir or the same {key}",
+                    f"holds checkpoints of a different run ({key}: {before} != {now}); "
+                    f"use a new run dir or the same {key}",
                 )
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Three ways a rank comes to exist, all ending in the same worker:
 - ``python run.py`` with world size > 1: :func:`spawn` starts ``nproc_per_node`` ranks through
   torch's own elastic launcher (what torchrun uses), from inside the Hydra task.
 - ``torchrun ... run.py``: torchrun made the ranks (RANK/WORLD_SIZE set); nothing is spawned.
-- SLURM / submitit tasks: each task is a rank; :func:`init_distributed` exports the torch env.
+- submitit tasks (``-m hydra/launcher=slurm|local``): each task is a rank; :func:`init_distributed`
+  exports the torch env.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import functools
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from olmo_exp.console import RANK_OUTPUT_ENV
 from olmo_exp.dist import DistConfig, Strategy, fsdp_hooks
+from olmo_exp.validation import ConfigError
+
+if TYPE_CHECKING:  # torch only where ranks are started
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +41,24 @@ class LauncherEnv:
     num_nodes: int
 
 
-def launcher_env(env: Mapping[str, str] = os.environ) -> LauncherEnv | None:
-    """The rank layout set by torchrun or a SLURM/submitit task, or None when nothing started us."""
+def launcher_env() -> LauncherEnv | None:
+    """The rank layout set by torchrun or a submitit job's tasks, or None when nothing started us."""
+    env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:  # torchrun, or a task that already exported
         world = int(env["WORLD_SIZE"])
         local = int(env.get("LOCAL_WORLD_SIZE", world))
         return LauncherEnv("torchrun", world, local, int(env.get("NUM_NODES", max(world // local, 1))))
-    # A SLURM step with several tasks: each task is one rank. SLURM_STEP_NUM_TASKS (set by srun)
-    # rather than SLURM_NTASKS, so that `python run.py` typed into an sbatch script with
-    # --ntasks=N (one process) still starts its own ranks instead of waiting for N-1 that never come.
-    if "SLURM_PROCID" in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
-        world = int(env["SLURM_NTASKS"])
-        nodes = int(env.get("SLURM_JOB_NUM_NODES", "1"))
-        return LauncherEnv("slurm", world, world // nodes, nodes)
-    # hydra's submitit_local launcher with tasks_per_node > 1 (one node).
-    if "SUBMITIT_LOCAL_GLOBALID" in env and int(env.get("SUBMITIT_LOCAL_NTASKS", "1")) > 1:
-        world = int(env["SUBMITIT_LOCAL_NTASKS"])
-        return LauncherEnv("submitit_local", world, world, 1)
+    if env.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):  # hydra/launcher=slurm|local: task = rank
+        from submitit import JobEnvironment
+
+        job = JobEnvironment()
+        if job.num_tasks > 1:
+            kind = "slurm" if job.cluster == "slurm" else "submitit_local"
+            return LauncherEnv(kind, job.num_tasks, job.num_tasks // job.num_nodes, job.num_nodes)
+    elif int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:  # N copies of one run in one run dir
+        raise ConfigError("SLURM_STEP_NUM_TASKS", int(env["SLURM_STEP_NUM_TASKS"]),
+                          "srun started that many copies of one run; under SLURM the ranks are "
+                          "submitit's tasks: python run.py -m hydra/launcher=slurm ...")
     return None
 
 
@@ -299,36 +305,31 @@ def spawn(fn: Callable[..., Any], args: tuple, *, nproc: int, log_dir: Path) -> 
             os.environ.pop("OMP_NUM_THREADS", None)
 
 
-# A failure that is only the echo of another rank's (a collective that lost its peer, a SIGTERM
-# from the launcher stopping the group): never reported as the root cause if a real one exists.
+# A failure that is only the echo of another rank's (a collective that lost its peer, the launcher's
+# signal stopping the group): never reported as the root cause if a real one exists.
 _COLLATERAL = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout",
-               "gloo", "nccl", "distbackenderror", "processgroup", "sigterm")
+               "gloo", "nccl", "distbackenderror", "processgroup", "sigterm", "sigint")
 
 
-def _cause(failure: Any) -> str:
-    data = failure.error_file_data
-    if isinstance(data, dict) and isinstance(data.get("message"), dict):
-        text = str(data["message"].get("message", "")).strip()
-        if text:  # "SomeError: what" first; a module repr or details may follow over many lines
-            first = text.splitlines()[0]
+def _cause(failure: ProcessFailure) -> str:
+    """One line: the exception in the error file torch's ``record`` wrote, else how the rank ended."""
+    if isinstance(failure.message, dict):  # "SomeError: what", maybe a module repr on more lines
+        first = str(failure.message.get("message", "")).strip().partition("\n")[0]
+        if first:
             return first if len(first) <= 300 else first[:297] + "..."
     if failure.exitcode < 0:
         return f"killed by {failure.signal_name()}"
     return f"exited with code {failure.exitcode} without a Python traceback (os._exit, OOM kill, crash)"
 
 
-def _is_collateral(failure: Any) -> bool:
-    if failure.exitcode < 0 and failure.signal_name() in ("SIGTERM", "SIGINT"):
-        return True
-    return any(word in _cause(failure).lower() for word in _COLLATERAL)
-
-
-def _failure_message(e: Any, nproc: int, log_dir: Path) -> str:
-    failures = e.failures
-    rank = min(failures, key=lambda r: (_is_collateral(failures[r]), failures[r].timestamp, r))
-    failure = failures[rank]
-    others = "; ".join(f"rank {r}: {_cause(f)}" for r, f in sorted(failures.items()) if r != rank)
-    return (f"rank {rank} of {nproc} failed first (pid {failure.pid}): {_cause(failure)}"
+def _failure_message(e: ChildFailedError, nproc: int, log_dir: Path) -> str:
+    causes = {rank: _cause(failure) for rank, failure in e.failures.items()}
+    # torch's get_first_failure() is the earliest timestamp, in whole seconds: a peer's echo of the
+    # failure lands in the same second, so the echoes go last.
+    rank = min(causes, key=lambda r: (any(w in causes[r].lower() for w in _COLLATERAL),
+                                      e.failures[r].timestamp, r))
+    others = "; ".join(f"rank {r}: {c}" for r, c in sorted(causes.items()) if r != rank)
+    return (f"rank {rank} of {nproc} failed first (pid {e.failures[rank].pid}): {causes[rank]}"
             + (f" | then {others}" if others else "") + f" | per-rank logs: {log_dir}")
 
 

@@ -70,16 +70,16 @@ class ModelConfig:
         if self.resolved_head_dim % 2 != 0:
             raise ConfigError("model.head_dim", self.resolved_head_dim, "must be even (RoPE)")
         self.lws.validate()
-        self.layer_specs()  # raises if a layer would get no heads
+        # Raises if a layer would get no heads; the unscaled layers' FFN width plays no part in
+        # that, so a stand-in for it spares validation olmo-core's import.
+        self.layer_specs(ffn_hidden_size=self.hidden_size_multiple_of)
 
-    def ffn_hidden_size(self) -> int:
-        hidden = int(8 * self.d_model / 3)
-        if self.hidden_size_multiplier is not None:
-            hidden = int(self.hidden_size_multiplier * hidden)
-        return _round_up(hidden, self.hidden_size_multiple_of)
-
-    def layer_specs(self, lws: LWSConfig | None = None) -> list[LayerSpec]:
-        """Per-layer geometry under ``lws`` (default: this model's own ``model.lws``)."""
+    def layer_specs(self, lws: LWSConfig | None = None, *,
+                    ffn_hidden_size: int | None = None) -> list[LayerSpec]:
+        """Per-layer geometry under ``lws`` (default: this model's own ``model.lws``);
+        ``ffn_hidden_size``: the unscaled layers' FFN width, null = olmo-core's for this model."""
+        if ffn_hidden_size is None:
+            ffn_hidden_size = self.build_config(VOCAB_PAD_MULTIPLE).block.feed_forward.hidden_size
         return lws_lib.layer_specs(
             self.lws if lws is None else lws,
             d_model=self.d_model,
@@ -87,7 +87,7 @@ class ModelConfig:
             n_heads=self.n_heads,
             n_kv_heads=self.resolved_n_kv_heads,
             head_dim=self.resolved_head_dim,
-            ffn_hidden_size=self.ffn_hidden_size(),
+            ffn_hidden_size=ffn_hidden_size,
         )
 
     def padded_vocab_size(self, tokenizer_vocab_size: int) -> int:
@@ -114,15 +114,17 @@ class ModelConfig:
             layer_norm_eps=self.layer_norm_eps,
             tie_word_embeddings=self.tie_word_embeddings,
         )
-        assert not isinstance(config.block, dict)
-        uniform = self.layer_specs(LWSConfig())[0]
-        overrides = lws_lib.block_overrides(config.block, self.layer_specs(), uniform)
+        assert not isinstance(config.block, dict) and config.block.feed_forward is not None
+        ffn = config.block.feed_forward.hidden_size  # olmo-core's width for the unscaled layers
+        uniform = self.layer_specs(LWSConfig(), ffn_hidden_size=ffn)[0]
+        overrides = lws_lib.block_overrides(config.block, self.layer_specs(ffn_hidden_size=ffn),
+                                            uniform)
         config.block_overrides = overrides or None
         return config
 
 
 def _round_up(n: int, multiple: int) -> int:
-    """olmo-core's ``ensure_multiple_of`` (kept here so validation needs no olmo-core import)."""
+    """olmo-core's ``ensure_multiple_of`` (kept here so configs need no olmo-core import)."""
     return multiple * ((n + multiple - 1) // multiple)
 
 

@@ -39,6 +39,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, se
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
 
+from olmo_exp.console import rank_from_env as task_rank  # known before torch's env is set
 from olmo_exp.validation import ConfigError
 
 log = logging.getLogger(__name__)
@@ -99,14 +100,6 @@ def check_launcher_mode() -> None:
 
 
 # -- in the job: rank, signal, requeue ------------------------------------------------------------
-
-
-def task_rank() -> int:
-    """This task's global rank from the launcher's environment (known before torch's env is set)."""
-    for key in ("RANK", "SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID"):
-        if key in os.environ:
-            return int(os.environ[key])
-    return 0
 
 
 @dataclass
@@ -462,18 +455,17 @@ def validate_for_layout(config: Any, *, nodes: int, tasks_per_node: int, kind: s
 
     config = copy.deepcopy(config)
     world = nodes * tasks_per_node
-    env: dict[str, str] = {}
+    launched = None  # what launch.launcher_env() will find in each task
     if world > 1 and kind == "slurm":
-        env = dict(SLURM_PROCID="0", SLURM_NTASKS=str(world), SLURM_STEP_NUM_TASKS=str(world),
-                   SLURM_JOB_NUM_NODES=str(nodes))
+        launched = launch.LauncherEnv("slurm", world, tasks_per_node, nodes)
     elif world > 1:
         if nodes > 1:
             raise ConfigError("dist.nodes", nodes, "must be 1 with hydra/launcher=local "
                               "(one machine); use hydra/launcher=slurm for several nodes")
-        env = dict(SUBMITIT_LOCAL_GLOBALID="0", SUBMITIT_LOCAL_NTASKS=str(world))
+        launched = launch.LauncherEnv("submitit_local", world, world, 1)
     elif config.dist.nproc_per_node is None:
         config.dist.nproc_per_node = 1  # one task without GPUs requested: one process
-    config.validate(host=launch.Host(launched=launch.launcher_env(env), gpus=launch.host().gpus))
+    config.validate(host=launch.Host(launched=launched, gpus=launch.host().gpus))
 
 
 # -- reporting helpers ----------------------------------------------------------------------------

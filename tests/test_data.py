@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from huggingface_hub import constants as hf_constants
 
 from olmo_exp.data import (
     DataConfig,
@@ -304,7 +305,7 @@ def _write_jsonl(path: Path, rows: list[dict], text_column: str = "text") -> Pat
 def test_hf_source_offline_fails_at_once_writing_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     t0 = time.perf_counter()
     with pytest.raises(DataError, match="HF_HUB_OFFLINE") as e:
         prepare(DataConfig(source=DataSource.hf, output_dir=str(tmp_path / "out")))
@@ -459,7 +460,7 @@ def test_named_tokenizers_resolve_from_a_local_dir(monkeypatch: pytest.MonkeyPat
         assert (named.vocab_size, named.eos_token_id, named.pad_token_id) == want
         assert (from_file.vocab_size, from_file.eos_token_id, from_file.pad_token_id) == want
     monkeypatch.delenv("OLMO_EXP_TOKENIZER_DIR")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataError, match="tokenizer_dir"):
         resolve_tokenizer_file(DataConfig(tokenizer="dolma2"))
 
@@ -557,6 +558,7 @@ def test_unreachable_hub_fails_at_once(source: DataSource, tmp_path: Path,
     The hf source needs the hub for its rows, a files source for its dolma2 tokenizer."""
     for k in [k for k in os.environ if k.startswith(("HF_", "OLMO_EXP_TOKENIZER"))]:
         monkeypatch.delenv(k)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)  # read from the env at import
     monkeypatch.setenv("HF_ENDPOINT", UNREACHABLE_HUB)
     jsonl = _write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "title": "t", "text": "some text"}])
     cfg = DataConfig(source=source, path=str(jsonl) if source == DataSource.files else None,
@@ -699,5 +701,5 @@ def test_prepared_hf_data_is_reused_without_the_hub(tmp_path: Path, sample: Mani
     cfg = DataConfig(source=DataSource.hf, output_dir=str(tmp_path),
                      tokenizer=str(sample.root / "tokenizer.json"))
     sh.copytree(sample.root, data_dir(cfg))  # stands in for a prep on a networked node
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     assert prepare(cfg).root == data_dir(cfg)

@@ -26,7 +26,7 @@ import pytest
 from conftest import REPO, TINY, losses, read_jsonl
 from test_config import CPU_HOST, assert_one_line_error, compose_run
 
-from olmo_exp import launch
+from olmo_exp import console, launch
 from olmo_exp.dist import DistConfig, ShardStrategy, Strategy, fsdp_hooks
 from olmo_exp.launch import Host, Topology, launcher_env, resolve_topology
 from olmo_exp.validation import ConfigError
@@ -45,8 +45,8 @@ DISTS = {
 # max relative difference 1e-7, i.e. about one float32 ulp); 1e-6 leaves room, nothing more.
 REL_TOL = 1e-6
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
-              "SLURM_STEP_NUM_TASKS", "SLURM_JOB_NUM_NODES", "SUBMITIT_LOCAL_GLOBALID",
-              "SUBMITIT_LOCAL_NTASKS")
+              "SLURM_STEP_NUM_TASKS", "SLURM_JOB_NUM_NODES", "SUBMITIT_EXECUTOR",
+              "SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_NTASKS")
 
 
 def assert_same_losses(got: dict[int, float], want: dict[int, float], steps: list[int]) -> float:
@@ -245,13 +245,16 @@ def test_fsdp_hook_patches_only_when_needed_and_restores() -> None:
     assert model.fully_shard is original and block.fully_shard is original
 
 
-def test_launcher_detection() -> None:
-    assert launcher_env({}) is None
+def test_launcher_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert launcher_env() is None
     fsdp = DistConfig(strategy=Strategy.fsdp)
     assert resolve_topology(fsdp, CPU_HOST).world_size == 1  # CPU, nothing launched: one process
 
     # torchrun --nproc_per_node 2: the launcher's layout wins over the null config
-    torchrun = Host(launcher_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}), gpus=0)
+    with monkeypatch.context() as m:
+        for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}.items():
+            m.setenv(key, value)
+        torchrun = Host(launcher_env(), gpus=0)
     world = resolve_topology(fsdp, torchrun)
     assert (world.launched.kind, world.nproc_per_node, world.world_size) == ("torchrun", 2, 2)
     assert not world.spawns
@@ -262,14 +265,31 @@ def test_launcher_detection() -> None:
     with pytest.raises(ConfigError, match="dist.strategy='single'"):
         DistConfig().validate_world(resolve_topology(DistConfig(), torchrun))
 
-    # a SLURM step with 4 tasks on 2 nodes: each task is a rank
-    slurm = {"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_JOB_NUM_NODES": "2"}
-    assert launcher_env(slurm) is None  # sbatch script, one process: not a step of 4 tasks
-    env = launcher_env({**slurm, "SLURM_STEP_NUM_TASKS": "4"})
+    # A task of a submitit SLURM job of 4 tasks on 2 nodes (what submitit's sbatch script and srun set)
+    for key, value in {"SLURM_JOB_ID": "7", "SLURM_PROCID": "3", "SLURM_NTASKS": "4",
+                       "SLURM_JOB_NUM_NODES": "2", "SLURM_STEP_NUM_TASKS": "4"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="SLURM_STEP_NUM_TASKS=4 .*hydra/launcher=slurm"):
+        launcher_env()  # plain `srun -n 4 python run.py`: four copies of one run, refused
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    env = launcher_env()
     assert env is not None and (env.kind, env.world_size, env.local_world_size, env.num_nodes) == (
         "slurm", 4, 2, 2)
+    assert console.rank_from_env() == 3
     two_nodes = DistConfig(strategy=Strategy.fsdp, nodes=2)
     two_nodes.validate_world(resolve_topology(two_nodes, Host(env, gpus=0)))
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # a job of one task: run.py starts its own ranks
+    assert launcher_env() is None
+
+    # hydra/launcher=local: submitit's local executor, 2 tasks on this machine
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    for key, value in {"SUBMITIT_LOCAL_JOB_ID": "8", "SUBMITIT_LOCAL_GLOBALID": "1",
+                       "SUBMITIT_LOCAL_NTASKS": "2", "SUBMITIT_LOCAL_JOB_NUM_NODES": "1"}.items():
+        monkeypatch.setenv(key, value)
+    env = launcher_env()
+    assert env is not None and (env.kind, env.world_size, env.local_world_size, env.num_nodes) == (
+        "submitit_local", 2, 2, 1)
+    assert console.rank_from_env() == 1
 
 
 @pytest.mark.parametrize("gpus", [0, 1, 8])

@@ -9,22 +9,14 @@ from __future__ import annotations
 import functools
 import os
 
+from huggingface_hub import constants
+
 from olmo_exp.data.errors import DataError
 
 PROBE_TIMEOUT_S = 3.0
 
 
-def hf_offline() -> bool:
-    """The user declared the hub off (``HF_HUB_OFFLINE`` and its older aliases)."""
-    return any(
-        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
-
-
 def hub_endpoint() -> str:
-    from huggingface_hub import constants
-
     return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
 
 
@@ -46,7 +38,7 @@ def _probe(endpoint: str) -> str | None:
 
 def hub_unreachable() -> str | None:
     """Why the hub can't be used (offline declared, or no route to it), or None if it can."""
-    if hf_offline():
+    if constants.HF_HUB_OFFLINE:  # what the hub client itself obeys (read from the env at its import)
         return "the hub is offline (HF_HUB_OFFLINE)"
     endpoint = hub_endpoint()
     reason = _probe(endpoint)
