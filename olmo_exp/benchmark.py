@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from olmo_exp.files import read_jsonl
 from olmo_exp.schema import compose_run
 
 WARMUP_STEPS = 2  # excluded from steady-state throughput (first-step allocation, caches)
@@ -36,7 +37,7 @@ def run_olmo_exp(overrides: list[str], steps: int, run_dir: Path) -> dict:
     total = time.time() - start
     if proc.returncode != 0:
         raise SystemExit(f"run.py failed:\n{proc.stderr[-4000:]}")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(run_dir / "metrics.jsonl")
     times = {r["step"]: r["wall_time"] for r in records if "wall_time" in r}
     first, last = WARMUP_STEPS, steps
     return {"start_to_first_step_s": times[1] - start, "steady_step_s":

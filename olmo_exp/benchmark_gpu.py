@@ -43,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from olmo_exp.files import read_jsonl
 from olmo_exp.schema import compose_run
 
 # Dense bf16 tensor-core peaks (TFLOP/s), by a substring of torch.cuda.get_device_name(); first
@@ -132,15 +133,6 @@ def run_bounded(args: list[str], log_path: Path, timeout_s: float,
             time.sleep(0.5)
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    # The last line may be half-written while the run is still going.
-    return [json.loads(line) for line in lines[:-1] if line.strip()] + (
-        [json.loads(lines[-1])] if lines and lines[-1].endswith("}") else [])
-
-
 def olmo_exp_arm(overrides: list[str], steps: int, warmup: int, arm_dir: Path,
                  timeout_s: float) -> dict[str, Any]:
     """``run.py`` as a user types it; stopped once its timed steps are in metrics.jsonl (what
@@ -152,7 +144,7 @@ def olmo_exp_arm(overrides: list[str], steps: int, warmup: int, arm_dir: Path,
     needed = max(steps - warmup - 2, 1)
 
     def timed() -> list[dict[str, Any]]:
-        return [r for r in _records(metrics) if r["step"] > warmup and "throughput/device/TPS" in r]
+        return [r for r in read_jsonl(metrics) if r["step"] > warmup and "throughput/device/TPS" in r]
 
     args = [sys.executable, "-m", "olmo_exp", *overrides, f"train.max_steps={steps}",
             f"hydra.run.dir={run_dir}"]
@@ -160,7 +152,7 @@ def olmo_exp_arm(overrides: list[str], steps: int, warmup: int, arm_dir: Path,
                                   done=lambda: len(timed()) >= needed)
     result: dict[str, Any] = {"wall_s": round(wall, 1), "max_rss_gib": round(rss, 2),
                               "command": shlex.join(args[1:])}
-    records, steps_timed = _records(metrics), timed()
+    records, steps_timed = read_jsonl(metrics), timed()
     if code not in (0, "done") or len(steps_timed) < needed:
         return {**result, "error": _failure(code, timeout_s, arm_dir / "log.txt")}
     summary = json.loads((run_dir / "model_summary.json").read_text())
