@@ -229,7 +229,7 @@ def raw_loop(overrides: list[str], steps: int, warmup: int, out_path: Path) -> N
         # The order olmo-core's train module uses: compile, then FSDP, then materialize.
         if config.dist.compile_enabled(cuda):
             model.apply_compile()
-        bf16 = config.dist.resolved_mixed_precision(cuda)
+        bf16 = config.dist.mixed_precision_enabled(cuda)
         model.apply_fsdp(dp_mesh=mesh, param_dtype=torch.bfloat16 if bf16 else None,
                          reduce_dtype=torch.float32)
         model.init_weights(max_seq_len=seq, max_local_microbatch_size=train.micro_batch_size * seq,

@@ -44,7 +44,7 @@ class TrainConfig:
     eval_interval: int = 50
     """Steps between validation-loss evaluations (0 = off); validation also runs at the end."""
     eval_batches: int = 4
-    """Validation batches (of micro_batch_size sequences) per evaluation; null = the whole split."""
+    """Validation batches (of micro_batch_size sequences) per evaluation, at least 1."""
     log_interval: int = 5
     """Steps between metric collections (each one lands in metrics.jsonl)."""
     seed: int = 42

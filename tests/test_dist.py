@@ -27,8 +27,8 @@ from conftest import REPO, TINY, losses, read_jsonl
 from test_config import CPU_HOST, assert_one_line_error, compose_run
 
 from olmo_exp import launch
-from olmo_exp.dist import DistConfig, ShardStrategy, Strategy, fsdp_hooks
-from olmo_exp.launch import Host, Topology, launcher_env, resolve_topology
+from olmo_exp.dist import DistConfig, ShardStrategy, Strategy
+from olmo_exp.launch import Host, Topology, fsdp_hooks, launcher_env, resolve_topology
 from olmo_exp.validation import ConfigError
 
 # Small enough that 2 ranks on 2 cores spend their time in the real code paths, not in matmuls.
@@ -184,7 +184,7 @@ def test_precision_and_compile_follow_the_device(strategy: Strategy) -> None:
     assert auto.autocast_precision(on_gpu=False) is None
     assert getattr(auto.dp_config(4, on_gpu=False), "param_dtype", None) is None
     # CUDA: bf16 compute with fp32 master weights, compiled.
-    assert auto.resolved_mixed_precision(on_gpu=True) and auto.compile_enabled(on_gpu=True)
+    assert auto.mixed_precision_enabled(on_gpu=True) and auto.compile_enabled(on_gpu=True)
     sharded = strategy in (Strategy.fsdp, Strategy.hsdp)
     dp = auto.dp_config(4, on_gpu=True)
     if sharded:
@@ -202,7 +202,7 @@ def test_precision_and_compile_follow_the_device(strategy: Strategy) -> None:
         on = DistConfig(strategy=strategy, mixed_precision=True, compile=True, **extra)
         assert on.precision(on_gpu=cuda) != "fp32"
         assert on.compile_enabled(on_gpu=cuda) is cuda  # olmo-core compiles on CUDA only
-    assert DistConfig(strategy=Strategy.fsdp).resolved_shard_strategy() == ShardStrategy.FULL_SHARD
+    assert DistConfig(strategy=Strategy.fsdp).resolved_shard_strategy == ShardStrategy.FULL_SHARD
     assert DistConfig(strategy=Strategy.fsdp, nproc_per_node=2).param_shard_degree(2) == 2
     assert DistConfig(strategy=Strategy.ddp, nproc_per_node=2).param_shard_degree(2) == 1
     assert launch.backend_for(DistConfig(), cpu_world()) is None
