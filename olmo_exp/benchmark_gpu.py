@@ -209,7 +209,6 @@ def raw_loop(overrides: list[str], steps: int, warmup: int, out_path: Path) -> N
     from torch.distributed.device_mesh import init_device_mesh
 
     from olmo_exp import data as data_lib
-    from olmo_exp import launch
 
     config = compose(overrides)
     manifest = data_lib.prepare(config.data)  # cached by the benchmark before any arm
@@ -234,10 +233,7 @@ def raw_loop(overrides: list[str], steps: int, warmup: int, out_path: Path) -> N
                          reduce_dtype=torch.float32)
         model.init_weights(max_seq_len=seq, max_local_microbatch_size=train.micro_batch_size * seq,
                            device=device)
-        one_rank = launch.Topology(nproc_per_node=1, nodes=1, world_size=1, gpus=int(cuda),
-                                   launched=None)
-        optim_cfg = train.train_module_config(sequence_length=seq, dist=config.dist,
-                                              world=one_rank).optim
+        optim_cfg = train.train_module_config(sequence_length=seq).optim
         optim = optim_cfg.build(model)
 
         shards = [np.memmap(p, dtype=manifest.dtype, mode="r") for p in manifest.paths("train")]

@@ -332,10 +332,12 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
         log.info("model:\n%s", format_summary(summary))
 
     # train + dist groups -> train module (parallelizes and initializes the meta-device model)
-    train_module = train.train_module_config(sequence_length=seq_len, dist=cfg.dist,
-                                             world=world).build(
-        model_config.build(init_device="meta")
-    )
+    dist, on_gpu = cfg.dist, world.on_gpu
+    train_module = train.train_module_config(
+        sequence_length=seq_len, dp_config=dist.dp_config(world.world_size, on_gpu),
+        autocast_precision=dist.autocast_precision(on_gpu), ac_config=dist.ac_config(),
+        compile_model=dist.compile_enabled(on_gpu),
+    ).build(model_config.build(init_device="meta"))
 
     # data group -> olmo-core dataset and loader over the manifest's token files
     work_dir = str(run_dir / "dataset-work")

@@ -8,16 +8,18 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from olmo_exp.dist import DistConfig
 from olmo_exp.validation import ConfigError, non_negative, positive
 
 if TYPE_CHECKING:
+    from olmo_core.config import DType
     from olmo_core.data import NumpyDatasetConfig
     from olmo_core.train import TrainerConfig
     from olmo_core.train.callbacks import LMEvaluatorCallbackConfig
-    from olmo_core.train.train_module import TransformerTrainModuleConfig
-
-    from olmo_exp.launch import Topology
+    from olmo_core.train.train_module import (
+        TransformerActivationCheckpointingConfig,
+        TransformerDataParallelConfig,
+        TransformerTrainModuleConfig,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +82,13 @@ class TrainConfig:
         an interval of 0 (off) stays 0."""
         return min(getattr(self, key), self.max_steps)
 
-    def train_module_config(self, *, sequence_length: int, dist: DistConfig,
-                            world: Topology) -> TransformerTrainModuleConfig:
-        """olmo-core's train module: AdamW + cosine schedule, parallelism from the dist group."""
+    def train_module_config(
+        self, *, sequence_length: int, dp_config: TransformerDataParallelConfig | None = None,
+        autocast_precision: DType | None = None,
+        ac_config: TransformerActivationCheckpointingConfig | None = None, compile_model: bool = False,
+    ) -> TransformerTrainModuleConfig:
+        """olmo-core's train module: AdamW + cosine schedule; the parallelism and precision
+        arguments are what the dist group built (experiment.py wires them), default one plain process."""
         from olmo_core.optim import AdamWConfig, CosWithWarmup, OptimGroupOverride
         from olmo_core.train.train_module import TransformerTrainModuleConfig
 
@@ -100,10 +106,10 @@ class TrainConfig:
             ),
             scheduler=CosWithWarmup(warmup=self.capped("warmup_steps")),
             max_grad_norm=self.max_grad_norm,
-            compile_model=dist.compile_enabled(world.on_gpu),
-            dp_config=dist.dp_config(world.world_size, world.on_gpu),
-            autocast_precision=dist.autocast_precision(world.on_gpu),
-            ac_config=dist.ac_config(),
+            compile_model=compile_model,
+            dp_config=dp_config,
+            autocast_precision=autocast_precision,
+            ac_config=ac_config,
         )
 
     def trainer_config(self, *, run_dir: Path, callbacks: dict[str, Any],
