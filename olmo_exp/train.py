@@ -65,11 +65,6 @@ class TrainConfig:
         for key in ("weight_decay", "warmup_steps", "max_grad_norm", "eval_interval", "seed",
                     "checkpoint_interval"):
             non_negative(f"train.{key}", getattr(self, key))
-        if self.global_batch_size % self.micro_batch_size != 0:
-            raise ConfigError(
-                "train.global_batch_size", self.global_batch_size,
-                f"must be a multiple of train.micro_batch_size={self.micro_batch_size}",
-            )
         if self.stop_at_step is not None and not 0 < self.stop_at_step <= self.max_steps:
             raise ConfigError("train.stop_at_step", self.stop_at_step,
                               f"must be null or in 1..train.max_steps={self.max_steps}")

@@ -487,7 +487,7 @@ def test_torchrun_ranks_share_one_run_dir(runs: Runs) -> None:
     assert_same_losses(losses(run_dir), losses(runs.get("plain")), steps=list(range(1, 7)))
 
 
-def _dying_worker(config_dict: dict[str, Any], run_dir: str) -> None:
+def _dying_worker(config_dict: dict[str, Any], run_dir: str, data_dir: str) -> None:
     """The real training worker; rank 1 dies abruptly once training has logged a step."""
     from olmo_exp.experiment import train_worker
 
@@ -500,7 +500,7 @@ def _dying_worker(config_dict: dict[str, Any], run_dir: str) -> None:
             os._exit(7)
 
         threading.Thread(target=die, daemon=True).start()
-    train_worker(config_dict, run_dir)
+    train_worker(config_dict, run_dir, data_dir)
 
 
 @pytest.mark.slow
@@ -509,11 +509,10 @@ def test_dead_rank_fails_the_job_with_its_name(data_dir: Path, tmp_path: Path) -
 
     config = compose_run(f"data.output_dir={data_dir}", *TINY, *PLAIN, *DISTS["fsdp"],
                          "train.max_steps=500", "dist.timeout_s=60")
-    config.validate()
-    data_lib.prepare(config.data)
+    manifest = data_lib.prepare(config.data, config.validate())
     start = time.monotonic()
     with pytest.raises(launch.RankFailedError) as err:
-        launch.spawn(_dying_worker, (config.to_dict(), str(tmp_path)), nproc=2,
+        launch.spawn(_dying_worker, (config.to_dict(), str(tmp_path), str(manifest.root)), nproc=2,
                      log_dir=tmp_path / "logs")
     elapsed = time.monotonic() - start
     message = str(err.value)
