@@ -195,7 +195,6 @@ def raw_loop(overrides: list[str], steps: int, warmup: int, out_path: Path) -> N
     from torch.distributed.device_mesh import init_device_mesh
 
     from olmo_exp import data as data_lib
-    from olmo_exp import launch
 
     config = compose_run(overrides)
     manifest = data_lib.prepare(config.data)  # cached by the benchmark before any arm
@@ -215,15 +214,12 @@ def raw_loop(overrides: list[str], steps: int, warmup: int, out_path: Path) -> N
         # The order olmo-core's train module uses: compile, then FSDP, then materialize.
         if config.dist.compile_enabled(cuda):
             model.apply_compile()
-        bf16 = config.dist.resolved_mixed_precision(cuda)
+        bf16 = config.dist.mixed_precision_enabled(cuda)
         model.apply_fsdp(dp_mesh=mesh, param_dtype=torch.bfloat16 if bf16 else None,
                          reduce_dtype=torch.float32)
         model.init_weights(max_seq_len=seq, max_local_microbatch_size=train.micro_batch_size * seq,
                            device=device)
-        one_rank = launch.Topology(nproc_per_node=1, nodes=1, world_size=1, gpus=int(cuda),
-                                   launched=None)
-        optim_cfg = train.train_module_config(sequence_length=seq, dist=config.dist,
-                                              world=one_rank).optim
+        optim_cfg = train.train_module_config(sequence_length=seq).optim
         optim = optim_cfg.build(model)
 
         shards = [np.memmap(p, dtype=manifest.dtype, mode="r") for p in manifest.paths("train")]

@@ -7,7 +7,7 @@
 | single   | -                                  | no process group, ``dp_config=None``                    |
 | ddp      | NO_SHARD                           | ``DataParallelType.ddp`` (``replicate``)                |
 | fsdp     | FULL_SHARD, SHARD_GRAD_OP          | ``DataParallelType.fsdp``; SHARD_GRAD_OP = no reshard   |
-|          |                                    | after forward (hook in :func:`fsdp_hooks`)              |
+|          |                                    | after forward (hook: launch.fsdp_hooks)                 |
 | hsdp     | HYBRID_SHARD                       | ``DataParallelType.hsdp``, num_replicas x shard_degree  |
 
 Every invalid combination is a one-line :class:`~olmo_exp.validation.ConfigError` from
@@ -18,9 +18,6 @@ rank starts. The config itself never reads the environment or the devices.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -33,8 +30,6 @@ if TYPE_CHECKING:  # olmo-core imports take seconds: keep them out of config com
     )
 
     from olmo_exp.launch import Topology
-
-log = logging.getLogger(__name__)
 
 
 class Strategy(str, Enum):
@@ -98,6 +93,7 @@ class DistConfig:
 
     # -- world --------------------------------------------------------------------------------
 
+    @property
     def resolved_shard_strategy(self) -> ShardStrategy | None:
         if self.shard_strategy is not None:
             return self.shard_strategy
@@ -215,7 +211,7 @@ class DistConfig:
     # -- olmo-core mapping --------------------------------------------------------------------
 
     def dp_config(self, world_size: int, on_gpu: bool) -> TransformerDataParallelConfig | None:
-        """olmo-core's data-parallel config; SHARD_GRAD_OP and cpu_offload go through fsdp_hooks()."""
+        """olmo-core's data-parallel config; SHARD_GRAD_OP and cpu_offload go through launch.fsdp_hooks()."""
         if self.strategy == Strategy.single:
             return None
         from olmo_core.config import DType
@@ -230,7 +226,7 @@ class DistConfig:
             name=DataParallelType(self.strategy.value),
             # single/ddp get autocast instead (autocast_precision): olmo-core's DDP would cast
             # the replicas (weights, grads, AdamW state, all-reduce) to bf16 outright.
-            param_dtype=DType.bfloat16 if self.strategy in SHARDED and self.resolved_mixed_precision(on_gpu)
+            param_dtype=DType.bfloat16 if self.strategy in SHARDED and self.mixed_precision_enabled(on_gpu)
             else None,
             reduce_dtype=DType.float32,
             num_replicas=replicas,
@@ -249,13 +245,13 @@ class DistConfig:
 
         return TransformerActivationCheckpointingConfig(mode=TransformerActivationCheckpointingMode.full)
 
-    def resolved_mixed_precision(self, on_gpu: bool) -> bool:
+    def mixed_precision_enabled(self, on_gpu: bool) -> bool:
         """null follows the device: bf16 on CUDA (2-3x faster, half the memory), fp32 on CPU."""
         return on_gpu if self.mixed_precision is None else self.mixed_precision
 
     def autocast_precision(self, on_gpu: bool) -> DType | None:
         """olmo-core's train-module autocast: how single/ddp get bf16 (fsdp/hsdp use param_dtype)."""
-        if self.strategy in SHARDED or not self.resolved_mixed_precision(on_gpu):
+        if self.strategy in SHARDED or not self.mixed_precision_enabled(on_gpu):
             return None
         from olmo_core.config import DType
 
@@ -263,7 +259,7 @@ class DistConfig:
 
     def precision(self, on_gpu: bool) -> str:
         """The resolved precision in words, for the run header and model_summary.json."""
-        if not self.resolved_mixed_precision(on_gpu):
+        if not self.mixed_precision_enabled(on_gpu):
             return "fp32"
         return "bf16_params_fp32_reduce" if self.strategy in SHARDED else "bf16_autocast"
 
@@ -276,7 +272,7 @@ class DistConfig:
         overrides: dict[str, Any] = {}
         if self.strategy not in SHARDED:
             return overrides
-        if self.resolved_shard_strategy() == ShardStrategy.SHARD_GRAD_OP:
+        if self.resolved_shard_strategy == ShardStrategy.SHARD_GRAD_OP:
             overrides["reshard_after_forward"] = False
         if self.cpu_offload:
             from torch.distributed.fsdp import CPUOffloadPolicy
@@ -285,38 +281,3 @@ class DistConfig:
             overrides["offload_policy"] = CPUOffloadPolicy(pin_memory=on_gpu)
         return overrides
 
-
-# olmo-core modules that call FSDP2's fully_shard (imported by name, so patch them there).
-_FULLY_SHARD_MODULES = ("olmo_core.nn.transformer.model", "olmo_core.nn.transformer.block")
-
-
-@contextlib.contextmanager
-def fsdp_hooks(cfg: DistConfig, *, on_gpu: bool) -> Iterator[None]:
-    """Apply ``cfg.fsdp_overrides()`` to every ``fully_shard`` olmo-core makes inside the block.
-
-    Smallest hook for two knobs olmo-core 3.0 lacks: ``Transformer.apply_fsdp`` hard-codes
-    ``reshard_after_forward=True`` (so no SHARD_GRAD_OP), and the train module's ``cpu_offload``
-    is a checkpoint-saving option, not FSDP2's ``CPUOffloadPolicy``. Wrapping the ``fully_shard``
-    name that olmo-core's model/block modules call changes only those kwargs (SHARD_GRAD_OP was
-    bitwise equal to FULL_SHARD here). Without overrides nothing is patched.
-    """
-    overrides = cfg.fsdp_overrides(on_gpu)
-    if not overrides:
-        yield
-        return
-    import importlib
-
-    modules = [importlib.import_module(name) for name in _FULLY_SHARD_MODULES]
-    originals = [m.fully_shard for m in modules]
-    original = originals[0]
-
-    def fully_shard(module: Any, **kwargs: Any) -> Any:
-        return original(module, **{**kwargs, **overrides})
-
-    for m in modules:
-        m.fully_shard = fully_shard
-    try:
-        yield
-    finally:
-        for m, f in zip(modules, originals, strict=True):
-            m.fully_shard = f

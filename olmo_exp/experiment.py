@@ -13,7 +13,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,6 +25,9 @@ from olmo_exp.generate import GenerateConfig
 from olmo_exp.model import ModelConfig, format_summary, summarize
 from olmo_exp.train import ConsoleMode, TrainConfig, WandbConfig
 from olmo_exp.validation import ConfigError, non_negative, positive
+
+if TYPE_CHECKING:
+    from olmo_core.nn.transformer import TransformerConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,11 @@ class RunConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     dry_run: bool = False
 
-    def validate(self, host: launch.Host | None = None) -> None:
+    def validate(self, host: launch.Host | None = None) -> data_lib.TokenizerInfo:
         """Every check that needs no data and no process: one ConfigError, before anything is written.
 
         ``host``: the launcher and GPUs to check against; None = this process's (launch.host()).
+        Returns the tokenizer it resolved, for data prep and the model's vocab (resolved once).
         """
         self.model.validate()
         self.data.validate()
@@ -59,7 +63,6 @@ class RunConfig:
                 "train.global_batch_size", self.train.global_batch_size,
                 f"must be a multiple of train.micro_batch_size x world size = {micro} x {world_size}",
             )
-        positive("data.sequence_length", self.data.sequence_length)
         if self.data.sequence_length > self.model.max_sequence_length:
             raise ConfigError(
                 "data.sequence_length", self.data.sequence_length,
@@ -74,6 +77,7 @@ class RunConfig:
         non_negative("generate.interval", self.generate.interval)
         positive("generate.max_new_tokens", self.generate.max_new_tokens)
         non_negative("generate.temperature", self.generate.temperature)
+        return tokenizer
 
     def notices(self, world: launch.Topology) -> list[str]:
         """One line each for what the run adjusts or a user may not expect; printed once."""
@@ -171,26 +175,26 @@ class Run:
         try:
             if self.check_launcher:
                 slurm.check_launcher_mode()
-            self.config.validate()
+            tokenizer = self.config.validate()
             self.check_run_dir()
         except ConfigError as e:
             self._reject(e)
+        world = launch.topology(self.config.dist)
         if slurm.task_rank() == 0:
-            for line in self.config.notices(launch.topology(self.config.dist)):
+            for line in self.config.notices(world):
                 log.warning(line)
         if self.config.dry_run:
-            self.dry_run()
+            self.dry_run(tokenizer, world)
             return
         try:
-            manifest = data_lib.prepare(self.config.data)
+            manifest = data_lib.prepare(self.config.data, tokenizer)
             # Refuses a tokenizer, vocab, eos/pad or dtype mismatch and missing/truncated shards.
-            manifest.verify(model_vocab_size=self._vocab_size(manifest.vocab_size),
-                            tokenizer=data_lib.tokenizer_info(self.config.data))
+            manifest.verify(model_vocab_size=self.config.model.padded_vocab_size(manifest.vocab_size),
+                            tokenizer=tokenizer)
         except data_lib.DataError as e:
             self._reject(e)
         self._write_hydra_files()
-        args = (self.config.to_dict(), str(self.run_dir))
-        world = launch.topology(self.config.dist)
+        args = (self.config.to_dict(), str(self.run_dir), str(manifest.root))
         if world.spawns:
             launch.spawn(rank_worker, args, nproc=world.nproc_per_node,
                          log_dir=self.run_dir / "logs")
@@ -205,9 +209,6 @@ class Run:
             _remove_fresh_dir(self.run_dir)
         sys.exit(2)
 
-    def _vocab_size(self, tokenizer_vocab: int) -> int:
-        return self.config.model.padded_vocab_size(tokenizer_vocab)
-
     def _write_hydra_files(self) -> None:
         # SLURM/submitit tasks: RANK is exported only later (init_distributed); slurm.task_rank
         # reads the task's rank from the launcher's own environment.
@@ -218,17 +219,9 @@ class Run:
         for name, node in self.hydra_files.items():
             OmegaConf.save(node, hydra_dir / name)
 
-    def summary(self) -> dict:
-        cfg = self.config
-        vocab = self._vocab_size(data_lib.tokenizer_info(cfg.data).vocab_size)
-        world = launch.topology(cfg.dist)
-        shard = cfg.dist.param_shard_degree(world.world_size)
-        return {**summarize(cfg.model, cfg.model.build_config(vocab),
-                            sequence_length=cfg.data.sequence_length, shard_degree=shard),
-                "dist": resolved_dist(cfg.dist, world)}
-
-    def dry_run(self) -> None:
-        summary = self.summary()
+    def dry_run(self, tokenizer: data_lib.TokenizerInfo, world: launch.Topology) -> None:
+        vocab = self.config.model.padded_vocab_size(tokenizer.vocab_size)
+        summary = run_summary(self.config, self.config.model.build_config(vocab), world)
         print(format_resolved(summary["dist"]))
         print(format_summary(summary))
         if slurm.task_rank() != 0:
@@ -236,6 +229,13 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
         print(f"wrote {self.run_dir / 'model_summary.json'} (dry run: no data prep, no training)")
+
+
+def run_summary(cfg: RunConfig, model_config: TransformerConfig, world: launch.Topology) -> dict[str, Any]:
+    """model_summary.json: the built model at the run's sequence length and sharding, and ``dist``."""
+    return {**summarize(cfg.model, model_config, sequence_length=cfg.data.sequence_length,
+                        shard_degree=cfg.dist.param_shard_degree(world.world_size)),
+            "dist": resolved_dist(cfg.dist, world)}
 
 
 def resolved_dist(dist: DistConfig, world: launch.Topology) -> dict[str, Any]:
@@ -272,19 +272,19 @@ def _remove_fresh_dir(path: Path) -> None:
         path = path.parent
 
 
-def rank_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
+def rank_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: str) -> None:
     """:func:`train_worker` as one of several ranks: a failure is logged by the rank itself, with
     its rank and traceback (on the shared console under torchrun/SLURM, where other ranks show
     errors only; in its own file under logs/ when run.py started it) before it propagates."""
     try:
-        train_worker(config_dict, run_dir_str)
+        train_worker(config_dict, run_dir_str, data_dir_str)
     except Exception:
         log.exception("rank %d failed", console.rank_from_env())
         raise
 
 
-def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
-    """One rank's training: build everything from the resolved config and fit.
+def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: str) -> None:
+    """One rank's training: build everything from the validated config and the prepared data dir.
 
     Module-level and fed plain data, so that torch's elastic launcher can start it in new processes.
     """
@@ -312,24 +312,24 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str) -> None:
                               full=train.console == ConsoleMode.full)
     launch.init_distributed(cfg.dist, seed=train.seed)
     world = launch.topology(cfg.dist)
-    manifest = data_lib.prepare(cfg.data)  # reuses what the launching process prepared
+    manifest = data_lib.Manifest.load(data_dir_str)  # what the launching process prepared and verified
 
     # model group -> olmo-core TransformerConfig (LWS as block_overrides)
     model_config = cfg.model.build_config(cfg.model.padded_vocab_size(manifest.vocab_size))
     model_config.init_seed = train.seed
-    summary = {**summarize(cfg.model, model_config, sequence_length=seq_len,
-                           shard_degree=cfg.dist.param_shard_degree(world.world_size)),
-               "dist": resolved_dist(cfg.dist, world)}
+    summary = run_summary(cfg, model_config, world)
     if get_rank() == 0:
         log.info("%s", format_resolved(summary["dist"]))
         (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
         log.info("model:\n%s", format_summary(summary))
 
     # train + dist groups -> train module (parallelizes and initializes the meta-device model)
-    train_module = train.train_module_config(sequence_length=seq_len, dist=cfg.dist,
-                                             world=world).build(
-        model_config.build(init_device="meta")
-    )
+    dist, on_gpu = cfg.dist, world.on_gpu
+    train_module = train.train_module_config(
+        sequence_length=seq_len, dp_config=dist.dp_config(world.world_size, on_gpu),
+        autocast_precision=dist.autocast_precision(on_gpu), ac_config=dist.ac_config(),
+        compile_model=dist.compile_enabled(on_gpu),
+    ).build(model_config.build(init_device="meta"))
 
     # data group -> olmo-core dataset and loader over the manifest's token files
     work_dir = str(run_dir / "dataset-work")

@@ -15,14 +15,14 @@ import functools
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from olmo_exp.console import RANK_OUTPUT_ENV
-from olmo_exp.dist import DistConfig, Strategy, fsdp_hooks
+from olmo_exp.dist import DistConfig, Strategy
 from olmo_exp.validation import ConfigError
 
 if TYPE_CHECKING:  # torch only where ranks are started
@@ -261,6 +261,42 @@ def teardown() -> None:
             for name, value in _saved_timeouts.items():
                 setattr(c10d, name, value)
             _saved_timeouts.clear()
+
+
+# olmo-core modules that call FSDP2's fully_shard (imported by name, so patch them there).
+_FULLY_SHARD_MODULES = ("olmo_core.nn.transformer.model", "olmo_core.nn.transformer.block")
+
+
+@contextlib.contextmanager
+def fsdp_hooks(cfg: DistConfig, *, on_gpu: bool) -> Iterator[None]:
+    """Apply ``cfg.fsdp_overrides()`` to every ``fully_shard`` olmo-core makes inside the block.
+
+    Smallest hook for two knobs olmo-core 3.0 lacks: ``Transformer.apply_fsdp`` hard-codes
+    ``reshard_after_forward=True`` (so no SHARD_GRAD_OP), and the train module's ``cpu_offload``
+    is a checkpoint-saving option, not FSDP2's ``CPUOffloadPolicy``. Wrapping the ``fully_shard``
+    name that olmo-core's model/block modules call changes only those kwargs (SHARD_GRAD_OP was
+    bitwise equal to FULL_SHARD here). Without overrides nothing is patched.
+    """
+    overrides = cfg.fsdp_overrides(on_gpu)
+    if not overrides:
+        yield
+        return
+    import importlib
+
+    modules = [importlib.import_module(name) for name in _FULLY_SHARD_MODULES]
+    originals = [m.fully_shard for m in modules]
+    original = originals[0]
+
+    def fully_shard(module: Any, **kwargs: Any) -> Any:
+        return original(module, **{**kwargs, **overrides})
+
+    for m in modules:
+        m.fully_shard = fully_shard
+    try:
+        yield
+    finally:
+        for m, f in zip(modules, originals, strict=True):
+            m.fully_shard = f
 
 
 def spawn(fn: Callable[..., Any], args: tuple, *, nproc: int, log_dir: Path) -> None:

@@ -66,13 +66,11 @@ def summary(overrides: list[str], fnn_top: float | None = None) -> dict:
 
 
 def summarize_config(config: Any, fnn_top: float | None = None) -> dict:
-    from olmo_exp import data as data_lib
     from olmo_exp.model import summarize
 
     if fnn_top is not None:
         config.model.lws.fnn_scalars = [config.model.lws.fnn_scalars[0], float(fnn_top)]
-    config.validate()
-    vocab = config.model.padded_vocab_size(data_lib.tokenizer_info(config.data).vocab_size)
+    vocab = config.model.padded_vocab_size(config.validate().vocab_size)
     olmo_log = logging.getLogger("olmo_core")
     level = olmo_log.level
     olmo_log.setLevel(logging.WARNING)  # building on the meta device logs the whole module tree

@@ -8,16 +8,18 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from olmo_exp.dist import DistConfig
 from olmo_exp.validation import ConfigError, non_negative, positive
 
 if TYPE_CHECKING:
+    from olmo_core.config import DType
     from olmo_core.data import NumpyDatasetConfig
     from olmo_core.train import TrainerConfig
     from olmo_core.train.callbacks import LMEvaluatorCallbackConfig
-    from olmo_core.train.train_module import TransformerTrainModuleConfig
-
-    from olmo_exp.launch import Topology
+    from olmo_core.train.train_module import (
+        TransformerActivationCheckpointingConfig,
+        TransformerDataParallelConfig,
+        TransformerTrainModuleConfig,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class TrainConfig:
     eval_interval: int = 50
     """Steps between validation-loss evaluations (0 = off); validation also runs at the end."""
     eval_batches: int = 4
-    """Validation batches (of micro_batch_size sequences) per evaluation; null = the whole split."""
+    """Validation batches (of micro_batch_size sequences) per evaluation, at least 1."""
     log_interval: int = 5
     """Steps between metric collections (each one lands in metrics.jsonl)."""
     seed: int = 42
@@ -63,11 +65,6 @@ class TrainConfig:
         for key in ("weight_decay", "warmup_steps", "max_grad_norm", "eval_interval", "seed",
                     "checkpoint_interval"):
             non_negative(f"train.{key}", getattr(self, key))
-        if self.global_batch_size % self.micro_batch_size != 0:
-            raise ConfigError(
-                "train.global_batch_size", self.global_batch_size,
-                f"must be a multiple of train.micro_batch_size={self.micro_batch_size}",
-            )
         if self.stop_at_step is not None and not 0 < self.stop_at_step <= self.max_steps:
             raise ConfigError("train.stop_at_step", self.stop_at_step,
                               f"must be null or in 1..train.max_steps={self.max_steps}")
@@ -80,9 +77,13 @@ class TrainConfig:
         an interval of 0 (off) stays 0."""
         return min(getattr(self, key), self.max_steps)
 
-    def train_module_config(self, *, sequence_length: int, dist: DistConfig,
-                            world: Topology) -> TransformerTrainModuleConfig:
-        """olmo-core's train module: AdamW + cosine schedule, parallelism from the dist group."""
+    def train_module_config(
+        self, *, sequence_length: int, dp_config: TransformerDataParallelConfig | None = None,
+        autocast_precision: DType | None = None,
+        ac_config: TransformerActivationCheckpointingConfig | None = None, compile_model: bool = False,
+    ) -> TransformerTrainModuleConfig:
+        """olmo-core's train module: AdamW + cosine schedule; the parallelism and precision
+        arguments are what the dist group built (experiment.py wires them), default one plain process."""
         from olmo_core.optim import AdamWConfig, CosWithWarmup, OptimGroupOverride
         from olmo_core.train.train_module import TransformerTrainModuleConfig
 
@@ -100,10 +101,10 @@ class TrainConfig:
             ),
             scheduler=CosWithWarmup(warmup=self.capped("warmup_steps")),
             max_grad_norm=self.max_grad_norm,
-            compile_model=dist.compile_enabled(world.on_gpu),
-            dp_config=dist.dp_config(world.world_size, world.on_gpu),
-            autocast_precision=dist.autocast_precision(world.on_gpu),
-            ac_config=dist.ac_config(),
+            compile_model=compile_model,
+            dp_config=dp_config,
+            autocast_precision=autocast_precision,
+            ac_config=ac_config,
         )
 
     def trainer_config(self, *, run_dir: Path, callbacks: dict[str, Any],

@@ -115,7 +115,7 @@ def test_short_run_caps_warmup_and_intervals_at_its_length() -> None:
         "train.warmup_steps=10, train.checkpoint_interval=50, train.eval_interval=50, "
         "generate.interval=50 capped at train.max_steps=5 (longer than the run)"
     ]
-    module = train.train_module_config(sequence_length=64, dist=config.dist, world=cpu_world())
+    module = train.train_module_config(sequence_length=64)
     assert module.scheduler.warmup == 5
     trainer = train.trainer_config(run_dir=Path("run"), callbacks={})
     assert trainer.callbacks["checkpointer"].save_interval == 5

@@ -27,8 +27,8 @@ from conftest import REPO, TINY, losses, read_jsonl
 from test_config import CPU_HOST, assert_one_line_error, compose_run
 
 from olmo_exp import console, launch
-from olmo_exp.dist import DistConfig, ShardStrategy, Strategy, fsdp_hooks
-from olmo_exp.launch import Host, Topology, launcher_env, resolve_topology
+from olmo_exp.dist import DistConfig, ShardStrategy, Strategy
+from olmo_exp.launch import Host, Topology, fsdp_hooks, launcher_env, resolve_topology
 from olmo_exp.validation import ConfigError
 
 # Small enough that 2 ranks on 2 cores spend their time in the real code paths, not in matmuls.
@@ -184,7 +184,7 @@ def test_precision_and_compile_follow_the_device(strategy: Strategy) -> None:
     assert auto.autocast_precision(on_gpu=False) is None
     assert getattr(auto.dp_config(4, on_gpu=False), "param_dtype", None) is None
     # CUDA: bf16 compute with fp32 master weights, compiled.
-    assert auto.resolved_mixed_precision(on_gpu=True) and auto.compile_enabled(on_gpu=True)
+    assert auto.mixed_precision_enabled(on_gpu=True) and auto.compile_enabled(on_gpu=True)
     sharded = strategy in (Strategy.fsdp, Strategy.hsdp)
     dp = auto.dp_config(4, on_gpu=True)
     if sharded:
@@ -202,7 +202,7 @@ def test_precision_and_compile_follow_the_device(strategy: Strategy) -> None:
         on = DistConfig(strategy=strategy, mixed_precision=True, compile=True, **extra)
         assert on.precision(on_gpu=cuda) != "fp32"
         assert on.compile_enabled(on_gpu=cuda) is cuda  # olmo-core compiles on CUDA only
-    assert DistConfig(strategy=Strategy.fsdp).resolved_shard_strategy() == ShardStrategy.FULL_SHARD
+    assert DistConfig(strategy=Strategy.fsdp).resolved_shard_strategy == ShardStrategy.FULL_SHARD
     assert DistConfig(strategy=Strategy.fsdp, nproc_per_node=2).param_shard_degree(2) == 2
     assert DistConfig(strategy=Strategy.ddp, nproc_per_node=2).param_shard_degree(2) == 1
     assert launch.backend_for(DistConfig(), cpu_world()) is None
@@ -507,7 +507,7 @@ def test_torchrun_ranks_share_one_run_dir(runs: Runs) -> None:
     assert_same_losses(losses(run_dir), losses(runs.get("plain")), steps=list(range(1, 7)))
 
 
-def _dying_worker(config_dict: dict[str, Any], run_dir: str) -> None:
+def _dying_worker(config_dict: dict[str, Any], run_dir: str, data_dir: str) -> None:
     """The real training worker; rank 1 dies abruptly once training has logged a step."""
     from olmo_exp.experiment import train_worker
 
@@ -520,7 +520,7 @@ def _dying_worker(config_dict: dict[str, Any], run_dir: str) -> None:
             os._exit(7)
 
         threading.Thread(target=die, daemon=True).start()
-    train_worker(config_dict, run_dir)
+    train_worker(config_dict, run_dir, data_dir)
 
 
 @pytest.mark.slow
@@ -529,11 +529,10 @@ def test_dead_rank_fails_the_job_with_its_name(data_dir: Path, tmp_path: Path) -
 
     config = compose_run(f"data.output_dir={data_dir}", *TINY, *PLAIN, *DISTS["fsdp"],
                          "train.max_steps=500", "dist.timeout_s=60")
-    config.validate()
-    data_lib.prepare(config.data)
+    manifest = data_lib.prepare(config.data, config.validate())
     start = time.monotonic()
     with pytest.raises(launch.RankFailedError) as err:
-        launch.spawn(_dying_worker, (config.to_dict(), str(tmp_path)), nproc=2,
+        launch.spawn(_dying_worker, (config.to_dict(), str(tmp_path), str(manifest.root)), nproc=2,
                      log_dir=tmp_path / "logs")
     elapsed = time.monotonic() - start
     message = str(err.value)

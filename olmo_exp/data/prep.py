@@ -95,14 +95,16 @@ def data_dir(cfg: DataConfig) -> Path:
     return Path(cfg.output_dir).expanduser().resolve() / cache_key(cfg)[0]
 
 
-def prepare(cfg: DataConfig) -> Manifest:
+def prepare(cfg: DataConfig, info: TokenizerInfo | None = None) -> Manifest:
     """Prepare the data set (or reuse a complete one) and return its manifest.
 
     Safe to call from several processes/ranks at once: one prepares under a file lock, the others
-    wait and then reuse its output.
+    wait and then reuse its output. ``info``: the tokenizer of a config already validated (by
+    RunConfig.validate); None = validate ``cfg`` and resolve its tokenizer here.
     """
-    cfg.validate()
-    info = tokenizer_info(cfg)
+    if info is None:
+        cfg.validate()
+        info = tokenizer_info(cfg)
     key, keyed = cache_key(cfg, info)
     root = Path(cfg.output_dir).expanduser().resolve() / key
     if not (root / MANIFEST).is_file():
