@@ -50,9 +50,9 @@ def run_raw_olmo_core(config, steps: int) -> float:
     import torch
     from olmo_core.data.utils import get_labels
 
-    from olmo_exp import data as data_lib
+    from olmo_exp.data.prep import prepare
 
-    manifest = data_lib.prepare(config.data)
+    manifest = prepare(config.data)
     seq, train = config.data.sequence_length, config.train
     model_cfg = config.model.build_config(config.model.padded_vocab_size(manifest.vocab_size))
     model_cfg.init_seed = train.seed
@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     if not any(o.startswith("train.warmup_steps=") for o in args.overrides):
         args.overrides.append(f"train.warmup_steps={min(10, args.steps)}")
     config = compose_run(args.overrides)
-    from olmo_exp import data as data_lib
+    from olmo_exp.data.prep import prepare
 
     t0 = time.time()
-    data_lib.prepare(config.data)  # cold or cached; the run below then reuses it
+    prepare(config.data)  # cold or cached; the run below then reuses it
     prep_s = time.time() - t0
 
     tokens_per_step = config.train.global_batch_size * config.data.sequence_length

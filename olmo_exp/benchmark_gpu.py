@@ -194,10 +194,10 @@ def raw_loop(overrides: list[str], steps: int, warmup: int, out_path: Path) -> N
     from olmo_core.data.utils import get_labels
     from torch.distributed.device_mesh import init_device_mesh
 
-    from olmo_exp import data as data_lib
+    from olmo_exp.data.prep import prepare
 
     config = compose_run(overrides)
-    manifest = data_lib.prepare(config.data)  # cached by the benchmark before any arm
+    manifest = prepare(config.data)  # cached by the benchmark before any arm
     train, seq = config.train, config.data.sequence_length
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
@@ -344,9 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     if not any(o.startswith("data.output_dir=") for o in shared):
         shared.append(f"data.output_dir={out / 'data'}")
 
-    from olmo_exp import data as data_lib
+    from olmo_exp.data.prep import prepare
 
-    data_lib.prepare(compose_run(shared).data)  # once, before the arms (they reuse it)
+    prepare(compose_run(shared).data)  # once, before the arms (they reuse it)
     device = device_name()
     peak = peak_flops(device, args.peak_tflops)
     print(f"{device}; peak {peak / 1e12:.1f} TFLOP/s" if peak else f"{device}; peak unknown: no MFU "

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 
 from olmo_exp import console, launch, slurm
-from olmo_exp import data as data_lib  # lazy package: names load on first use
 from olmo_exp.data.config import DataConfig
+from olmo_exp.data.errors import DataError
 from olmo_exp.dist import DistConfig
 from olmo_exp.generate import GenerateConfig
 from olmo_exp.model import ModelConfig, format_summary, summarize
@@ -28,6 +28,8 @@ from olmo_exp.validation import ConfigError, non_negative, positive
 
 if TYPE_CHECKING:
     from olmo_core.nn.transformer import TransformerConfig
+
+    from olmo_exp.data.tokenizer import TokenizerInfo
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class RunConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     dry_run: bool = False
 
-    def validate(self, host: launch.Host | None = None) -> data_lib.TokenizerInfo:
+    def validate(self, host: launch.Host | None = None) -> TokenizerInfo:
         """Every check that needs no data and no process: one ConfigError, before anything is written.
 
         ``host``: the launcher and GPUs to check against; None = this process's (launch.host()).
@@ -68,7 +70,9 @@ class RunConfig:
                 "data.sequence_length", self.data.sequence_length,
                 f"must be <= model.max_sequence_length={self.model.max_sequence_length}",
             )
-        tokenizer = data_lib.tokenizer_info(self.data)
+        from olmo_exp.data.tokenizer import tokenizer_info  # numpy: not on the --help path
+
+        tokenizer = tokenizer_info(self.data)
         if self.model.vocab_size is not None and self.model.vocab_size < tokenizer.vocab_size:
             raise ConfigError(
                 "model.vocab_size", self.model.vocab_size,
@@ -172,6 +176,8 @@ class Run:
         console.configure_logging(log_file=self.run_dir / console.LOG_FILE,
                                   rank=console.rank_from_env(),  # torchrun/SLURM: every rank
                                   full=self.config.train.console == ConsoleMode.full)
+        from olmo_exp.data.prep import prepare  # the data stack: only once a run really starts
+
         try:
             if self.check_launcher:
                 slurm.check_launcher_mode()
@@ -180,18 +186,18 @@ class Run:
         except ConfigError as e:
             self._reject(e)
         world = launch.topology(self.config.dist)
-        if slurm.task_rank() == 0:
+        if console.rank_from_env() == 0:
             for line in self.config.notices(world):
                 log.warning(line)
         if self.config.dry_run:
             self.dry_run(tokenizer, world)
             return
         try:
-            manifest = data_lib.prepare(self.config.data, tokenizer)
+            manifest = prepare(self.config.data, tokenizer)
             # Refuses a tokenizer, vocab, eos/pad or dtype mismatch and missing/truncated shards.
             manifest.verify(model_vocab_size=self.config.model.padded_vocab_size(manifest.vocab_size),
                             tokenizer=tokenizer)
-        except data_lib.DataError as e:
+        except DataError as e:
             self._reject(e)
         self._write_hydra_files()
         args = (self.config.to_dict(), str(self.run_dir), str(manifest.root))
@@ -205,26 +211,26 @@ class Run:
 
     def _reject(self, error: Exception) -> NoReturn:
         print(f"error: {error}", file=sys.stderr)
-        if self.fresh_dir and slurm.task_rank() == 0:
+        if self.fresh_dir and console.rank_from_env() == 0:
             _remove_fresh_dir(self.run_dir)
         sys.exit(2)
 
     def _write_hydra_files(self) -> None:
-        # SLURM/submitit tasks: RANK is exported only later (init_distributed); slurm.task_rank
+        # SLURM/submitit tasks: RANK is exported only later (init_distributed); console.rank_from_env
         # reads the task's rank from the launcher's own environment.
-        if launch.already_launched() and slurm.task_rank() != 0:
+        if launch.already_launched() and console.rank_from_env() != 0:
             return
         hydra_dir = self.run_dir / ".hydra"
         hydra_dir.mkdir(parents=True, exist_ok=True)
         for name, node in self.hydra_files.items():
             OmegaConf.save(node, hydra_dir / name)
 
-    def dry_run(self, tokenizer: data_lib.TokenizerInfo, world: launch.Topology) -> None:
+    def dry_run(self, tokenizer: TokenizerInfo, world: launch.Topology) -> None:
         vocab = self.config.model.padded_vocab_size(tokenizer.vocab_size)
         summary = run_summary(self.config, self.config.model.build_config(vocab), world)
         print(format_resolved(summary["dist"]))
         print(format_summary(summary))
-        if slurm.task_rank() != 0:
+        if console.rank_from_env() != 0:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
@@ -300,6 +306,8 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         RequeueCallback,
         WandbLogCallback,
     )
+    from olmo_exp.data.manifest import Manifest
+    from olmo_exp.data.prep import load_tokenizer
 
     cfg = RunConfig.from_dict(config_dict)
     run_dir = Path(run_dir_str)
@@ -312,7 +320,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
                               full=train.console == ConsoleMode.full)
     launch.init_distributed(cfg.dist, seed=train.seed)
     world = launch.topology(cfg.dist)
-    manifest = data_lib.Manifest.load(data_dir_str)  # what the launching process prepared and verified
+    manifest = Manifest.load(data_dir_str)  # what the launching process prepared and verified
 
     # model group -> olmo-core TransformerConfig (LWS as block_overrides)
     model_config = cfg.model.build_config(cfg.model.padded_vocab_size(manifest.vocab_size))
@@ -348,7 +356,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         "generation": GenerationCallback(
             config=dataclasses.replace(cfg.generate,
                                        interval=min(cfg.generate.interval, train.max_steps)),
-            tokenizer=data_lib.load_tokenizer(manifest),
+            tokenizer=load_tokenizer(manifest),
             eos_token_id=manifest.eos_token_id,
             path=run_dir / "generations.jsonl",
         ),

@@ -39,7 +39,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, se
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
 
-from olmo_exp.console import rank_from_env as task_rank  # known before torch's env is set
+from olmo_exp.console import rank_from_env
 from olmo_exp.validation import ConfigError
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def requeue_if_signaled(step: int) -> None:
     if _preemption.signal_name is None or _preemption.submitit_handler is None:
         return
     log.warning("saved a checkpoint at step %d; requeuing", step)
-    if task_rank() == 0 and callable(_preemption.submitit_handler):
+    if rank_from_env() == 0 and callable(_preemption.submitit_handler):
         _preemption.submitit_handler(_preemption.signum, None)  # exits (SystemExit) when requeued
     raise SystemExit(-1)
 
@@ -418,7 +418,7 @@ class _SweepLauncher(BaseSubmititLauncher):
         with open_dict(sweep_config.hydra.job) as job:
             job.id = submitit.JobEnvironment().job_id
             sweep_config.hydra.job.num = job_num
-        if task_rank() != 0:
+        if rank_from_env() != 0:
             # Rank 0 writes the shared files; Hydra's job log file is one of them.
             handlers = OmegaConf.select(sweep_config, "hydra.job_logging.root.handlers")
             if handlers is not None and "file" in handlers:

@@ -18,19 +18,13 @@ import numpy as np
 import pytest
 from huggingface_hub import constants as hf_constants
 
-from olmo_exp.data import (
-    DataConfig,
-    DataError,
-    DataSource,
-    Manifest,
-    load_tokenizer,
-    prepare,
-    tokenizer_info,
-)
 from olmo_exp.data.clean import clean_wikitext
-from olmo_exp.data.manifest import MANIFEST
-from olmo_exp.data.prep import config_dict
+from olmo_exp.data.config import DataConfig, DataSource
+from olmo_exp.data.errors import DataError
+from olmo_exp.data.manifest import MANIFEST, Manifest
+from olmo_exp.data.prep import config_dict, load_tokenizer, prepare
 from olmo_exp.data.sources import is_validation, iter_dump, sample_dump_path
+from olmo_exp.data.tokenizer import tokenizer_info
 from olmo_exp.validation import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -500,7 +494,7 @@ def test_killed_prep_is_not_taken_as_complete(tmp_path: Path) -> None:
         num_workers=1,
     )
     code = (
-        "import sys; from olmo_exp.data import DataConfig, prepare; "
+        "import sys; from olmo_exp.data.config import DataConfig; from olmo_exp.data.prep import prepare; "
         f"prepare(DataConfig(**{config_dict(cfg)!r}))"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -525,11 +525,11 @@ def _dying_worker(config_dict: dict[str, Any], run_dir: str, data_dir: str) -> N
 
 @pytest.mark.slow
 def test_dead_rank_fails_the_job_with_its_name(data_dir: Path, tmp_path: Path) -> None:
-    from olmo_exp import data as data_lib
+    from olmo_exp.data.prep import prepare
 
     config = compose_run(f"data.output_dir={data_dir}", *TINY, *PLAIN, *DISTS["fsdp"],
                          "train.max_steps=500", "dist.timeout_s=60")
-    manifest = data_lib.prepare(config.data, config.validate())
+    manifest = prepare(config.data, config.validate())
     start = time.monotonic()
     with pytest.raises(launch.RankFailedError) as err:
         launch.spawn(_dying_worker, (config.to_dict(), str(tmp_path), str(manifest.root)), nproc=2,

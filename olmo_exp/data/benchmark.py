@@ -80,8 +80,8 @@ def main() -> None:
         os.environ.setdefault("TIKTOKEN_CACHE_DIR", args.tiktoken_dir)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-    from olmo_exp.data import DataConfig, DataSource, prepare
-    from olmo_exp.data.prep import ENCODE_BATCH_CHARS, available_cpus
+    from olmo_exp.data.config import DataConfig, DataSource
+    from olmo_exp.data.prep import ENCODE_BATCH_CHARS, available_cpus, prepare
     from olmo_exp.data.tokenizer import BatchEncoder, resolve_tokenizer_file
 
     workers = args.workers or available_cpus()
