@@ -27,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from olmo_exp.benchmark_gpu import device_name
+
 # A short CPU run of the FACTS speed anchor (OLMo-2-style d256/4 layers, vocab 8192, seq 256);
 # no checkpoints, evals or samples inside the timed steps.
 DEFAULTS = [
@@ -85,14 +87,6 @@ def run_arm(arm: str, common: list[str], out: Path, warmup: int, threads: int) -
     return ArmResult(arm=arm, world_size=world, tokens_per_s=tps * world, tokens_per_s_per_rank=tps,
                      mfu_percent=statistics.median(mfus) if mfus else None,
                      steps_timed=len(timed), wall_s=wall, run_dir=str(run_dir))
-
-
-def device_name() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    return f"CPU, {os.cpu_count()} cores"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -98,10 +98,11 @@ def peak_flops(device: str, override_tflops: float | None) -> float | None:
 
 
 def device_name() -> str:
+    """The benchmarks' device line: the GPUs (the name is what PEAK_TFLOPS matches), or the CPU."""
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     return f"CPU ({os.cpu_count()} cores)"
 
 

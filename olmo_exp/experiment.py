@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from olmo_exp import console, launch, slurm
 from olmo_exp.data.config import DataConfig
 from olmo_exp.data.errors import DataError
 from olmo_exp.dist import DistConfig
+from olmo_exp.files import remove_created_dir
 from olmo_exp.generate import GenerateConfig
 from olmo_exp.model import ModelConfig, format_summary, summarize
 from olmo_exp.train import ConsoleMode, TrainConfig, WandbConfig
@@ -212,7 +212,7 @@ class Run:
     def _reject(self, error: Exception) -> NoReturn:
         print(f"error: {error}", file=sys.stderr)
         if self.fresh_dir and console.rank_from_env() == 0:
-            _remove_fresh_dir(self.run_dir)
+            remove_created_dir(self.run_dir)  # Hydra made it (and its job log) for this run
         sys.exit(2)
 
     def _write_hydra_files(self) -> None:
@@ -262,20 +262,6 @@ def format_resolved(resolved: dict[str, Any]) -> str:
     """The run's header line: tells runs on different hosts apart at a glance."""
     return "run: " + " ".join(f"{k}={v}" if k != "device" else f"{k}={v!r}"
                               for k, v in resolved.items())
-
-
-def _remove_fresh_dir(path: Path) -> None:
-    """Hydra creates the run dir (and its job log) before the task runs; a rejected run removes what
-    it created itself, and empty parents up to the working directory, never anything older."""
-    shutil.rmtree(path, ignore_errors=True)
-    cwd = Path.cwd().resolve()
-    path = path.resolve().parent
-    while path != cwd and cwd in path.parents:
-        try:
-            path.rmdir()  # only ever removes an empty directory
-        except OSError:
-            return
-        path = path.parent
 
 
 def rank_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: str) -> None:

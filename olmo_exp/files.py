@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,20 @@ def write_atomic(path: Path, data: str | bytes, *, fsync: bool = False) -> None:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2), fsync=True)
+
+
+def remove_created_dir(path: Path) -> None:
+    """Remove a directory this process created (a rejected run's, an unstarted sweep's) and the
+    then-empty parents up to the working directory; never a non-empty parent, nothing above."""
+    shutil.rmtree(path, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    parent = path.resolve().parent
+    while parent != cwd and cwd in parent.parents:
+        try:
+            parent.rmdir()  # only ever removes an empty directory
+        except OSError:
+            return
+        parent = parent.parent
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -156,14 +156,20 @@ def _set_env(key: str, value: str, *, override: bool = True) -> None:
     os.environ[key] = value
 
 
+def available_cpus() -> int:
+    """Cores this process may use (a SLURM/cgroup allocation, not the whole node)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _threads_per_rank(local_ranks: int) -> int:
     """The CPUs this rank was given: SLURM's --cpus-per-task, else this process's CPU affinity
     (a cgroup/cpuset or a SLURM allocation, not the whole machine) shared by the local ranks."""
     per_task = os.environ.get("SLURM_CPUS_PER_TASK")
     if per_task and per_task.isdigit():
         return max(1, int(per_task))
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cpus or 1) // max(local_ranks, 1))
+    return max(1, available_cpus() // max(local_ranks, 1))
 
 
 def backend_for(cfg: DistConfig, world: Topology) -> str | None:

@@ -40,6 +40,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf, open_dict
 
 from olmo_exp.console import rank_from_env
+from olmo_exp.files import remove_created_dir
 from olmo_exp.validation import ConfigError
 
 log = logging.getLogger(__name__)
@@ -320,8 +321,6 @@ class _SweepLauncher(BaseSubmititLauncher):
                 if submitted:
                     raise
                 print(f"error: submission failed: {_one_line(str(e))}", file=sys.stderr)
-                # submitit wrote the job's pickles and script under .submitit/ before sbatch refused
-                shutil.rmtree(sweep_dir / ".submitit", ignore_errors=True)
                 _remove_unstarted_sweep_dir(sweep_dir)
                 sys.exit(2)
             submitted += [_Submitted(p, j) for p, j in zip(group, jobs, strict=True)]
@@ -525,15 +524,7 @@ def _count_requeues(job: Any) -> int:
 
 def _remove_unstarted_sweep_dir(sweep_dir: Path) -> None:
     """Hydra's sweeper made the sweep dir (and multirun.yaml) before the launcher ran: a sweep that
-    never started leaves nothing. Removes only that, and then-empty parents below the cwd."""
-    if not sweep_dir.is_dir() or any(p.name != "multirun.yaml" for p in sweep_dir.iterdir()):
-        return
-    shutil.rmtree(sweep_dir, ignore_errors=True)
-    cwd = Path.cwd().resolve()
-    parent = sweep_dir.resolve().parent
-    while parent != cwd and cwd in parent.parents:
-        try:
-            parent.rmdir()
-        except OSError:
-            return
-        parent = parent.parent
+    never started leaves nothing (submitit's .submitit/ of a refused submission included)."""
+    if sweep_dir.is_dir() and all(p.name in ("multirun.yaml", ".submitit")
+                                  for p in sweep_dir.iterdir()):
+        remove_created_dir(sweep_dir)

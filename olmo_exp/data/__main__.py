@@ -18,7 +18,7 @@ from olmo_exp import schema
 from olmo_exp.console import configure_logging
 from olmo_exp.data.config import DataConfig
 from olmo_exp.data.errors import DataError
-from olmo_exp.files import CONF_DIR
+from olmo_exp.files import CONF_DIR, remove_created_dir
 from olmo_exp.usage import answer_help
 from olmo_exp.validation import ConfigError
 
@@ -30,7 +30,6 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from olmo_exp.data.prep import prepare
-    from olmo_exp.experiment import _remove_fresh_dir
 
     # Hydra's run dir (its job log) appears with the first log line: a rejected prep removes it.
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -45,7 +44,7 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {e}", file=sys.stderr)
         if fresh:
             logging.shutdown()  # close the job log before its directory goes
-            _remove_fresh_dir(run_dir)
+            remove_created_dir(run_dir)
         sys.exit(2)
     splits = manifest.data["splits"]
     print(

@@ -81,8 +81,9 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 
     from olmo_exp.data.config import DataConfig, DataSource
-    from olmo_exp.data.prep import ENCODE_BATCH_CHARS, available_cpus, prepare
+    from olmo_exp.data.prep import ENCODE_BATCH_CHARS, prepare
     from olmo_exp.data.tokenizer import BatchEncoder, resolve_tokenizer_file
+    from olmo_exp.launch import available_cpus
 
     workers = args.workers or available_cpus()
     with tempfile.TemporaryDirectory(prefix="olmo_exp_bench_") as tmp:

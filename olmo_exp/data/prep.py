@@ -55,6 +55,7 @@ from olmo_exp.data.tokenizer import (
     train_bpe,
 )
 from olmo_exp.files import atomic_path, sha256_file, write_atomic, write_json_atomic
+from olmo_exp.launch import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +176,6 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
             yield pending.popleft().result()
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
-
-
-def available_cpus() -> int:
-    """Cores this process may use (a SLURM/cgroup allocation, not the whole node)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def _batched(it: Iterable[T], n: int) -> Iterator[list[T]]:
