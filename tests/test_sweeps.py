@@ -12,16 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, read_jsonl
-from hydra import compose, initialize_config_dir
+from conftest import REPO, TINY, compose, read_jsonl
 from omegaconf import OmegaConf
 
 from olmo_exp import match
 from olmo_exp.report import expand_jobs
-from olmo_exp.schema import SWEEPS_DIR, register
+from olmo_exp.schema import SWEEPS_DIR
 from olmo_exp.validation import ConfigError
 
-register()
 PRESETS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
 
@@ -33,9 +31,7 @@ def composed(job: tuple[str, ...]):
 @functools.cache
 def preset_jobs(name: str) -> list[list[str]]:
     """Every job of ``-m +sweep=NAME``, expanded as Hydra's basic sweeper does."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=[f"+sweep={name}"],
-                      return_hydra_config=True)
+    cfg = compose([f"+sweep={name}"], hydra=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     return expand_jobs(params, [f"+sweep={name}"])
 
@@ -254,9 +250,7 @@ def test_a_job_that_raised_is_failed_with_its_first_line(tmp_path: Path) -> None
 
     from olmo_exp.report import SweepReportCallback
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=["train.max_steps=4"],
-                      return_hydra_config=True)
+    cfg = compose(["train.max_steps=4"], hydra=True)
     sweep_dir = tmp_path / "sweep"
     with open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN
