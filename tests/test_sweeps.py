@@ -153,6 +153,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow  # starts processes
 def test_report_values_equal_the_jobs_metrics(two_point_sweep: Path) -> None:
+    # A plain `python run.py -m ...`: Hydra's basic launcher ran both jobs, one after the other.
+    multirun = OmegaConf.load(two_point_sweep / "multirun.yaml")
+    assert multirun.hydra.launcher._target_ == (
+        "hydra._internal.core_plugins.basic_launcher.BasicLauncher")
     rows = read_csv(two_point_sweep / "report.csv")
     assert [r["job"] for r in rows] == ["0", "1"]
     assert [r["overrides"] for r in rows] == ["model.n_layers=1", "model.n_layers=2"]
