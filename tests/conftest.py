@@ -20,7 +20,7 @@ from olmo_exp.schema import register
 from olmo_exp.validation import ConfigError
 
 if TYPE_CHECKING:
-    from olmo_exp.data import Manifest
+    from olmo_exp.data import DataConfig, Manifest
     from olmo_exp.experiment import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,12 +121,18 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample(data_dir: Path) -> Manifest:
-    """The default data set (sample dump, trained 8k BPE) in ``data_dir``, prepared once: the
-    same cache run.py finds there, so no test prepares it a second time."""
+def sample_cfg(data_dir: Path) -> DataConfig:
+    """The default data config (data=wiki_sample) in ``data_dir``, as run.py composes it."""
+    return compose_run(f"data.output_dir={data_dir}").data
+
+
+@pytest.fixture(scope="session")
+def sample(sample_cfg: DataConfig) -> Manifest:
+    """The default data set (sample dump, trained 8k BPE), prepared once per session: the cache
+    run.py finds in ``data_dir``, so no test prepares it a second time."""
     from olmo_exp.data import prepare
 
-    return prepare(compose_run(f"data.output_dir={data_dir}").data)
+    return prepare(sample_cfg)
 
 
 @pytest.fixture

@@ -42,13 +42,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-# `sample` (conftest.py): the default data set, prepared once per session in `data_dir`.
-
-
-@pytest.fixture(scope="session")
-def sample_cfg(data_dir: Path) -> DataConfig:
-    """The data config that prepared `sample`, as run.py composes it."""
-    return compose_run(f"data.output_dir={data_dir}").data
+# `sample` and `sample_cfg` (conftest.py): the default data set, prepared once per session.
 
 
 def test_python_and_command_line_configs_share_one_cache(tmp_path: Path) -> None:

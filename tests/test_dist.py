@@ -2,9 +2,9 @@
 
 Fast tests: the dist config (every invalid combination is one line, before any process starts),
 launcher detection, the olmo-core mapping and the FSDP hook. Slow tests (marked, still run in CI):
-real 2-rank training on the real Wikipedia sample through ``run.py`` and ``torchrun``, compared step
-by step with the single-process run; state bytes per rank; checkpoints across world sizes; a dead
-and a hung rank. Runs are shared between tests (module-scoped cache) to keep the file short.
+real 2-rank training (FSDP, SHARD_GRAD_OP, DDP, HSDP 2x1) on the real Wikipedia sample through
+``run.py`` and ``torchrun``, compared step by step with the single-process run; FSDP with bf16 and
+CPU offload; state bytes per rank; checkpoints across world sizes; a dead and a hung rank. Runs are shared between tests (module-scoped cache) to keep the file short.
 """
 
 from __future__ import annotations
