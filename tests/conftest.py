@@ -1,18 +1,37 @@
-"""Shared fixtures: run the real CLI in subprocesses, with one prepared data cache per test session."""
+"""Shared helpers and fixtures: compose a config as run.py does, run the real CLI in subprocesses,
+and one prepared sample (the default data) per test session."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from olmo_exp.files import CONF_DIR
+from olmo_exp.launch import Host, Topology
+from olmo_exp.schema import register
+from olmo_exp.validation import ConfigError
+
+if TYPE_CHECKING:
+    from olmo_exp.data.config import DataConfig
+    from olmo_exp.data.manifest import Manifest
+    from olmo_exp.experiment import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_TESTDATA = REPO.parent / "shared" / "testdata"
+CONF = CONF_DIR
+
+register()
+
+# Config checks against a fixed host (nothing launched, no GPU), whatever machine runs the tests.
+CPU_HOST = Host(launched=None, gpus=0)
 
 # A few real training steps on real text, small enough for 2 CPU cores.
 TINY = [
@@ -41,6 +60,45 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
+def compose(overrides: Sequence[str] = (), *, hydra: bool = False,
+            search_dir: Path | None = None) -> DictConfig:
+    """The config run.py composes from these overrides (``hydra``: with its ``hydra.*`` node;
+    ``search_dir``: one more config directory on Hydra's search path)."""
+    from olmo_exp import schema
+
+    extra = [f"hydra.searchpath=[file://{search_dir}]"] if search_dir is not None else []
+    return schema.compose([*extra, *overrides], return_hydra_config=hydra)
+
+
+def compose_run(*overrides: str, search_dir: Path | None = None) -> RunConfig:
+    """:func:`compose`, typed: the RunConfig run.py executes (not validated yet)."""
+    from olmo_exp.experiment import RunConfig
+
+    config = OmegaConf.to_object(compose(overrides, search_dir=search_dir))
+    assert isinstance(config, RunConfig)
+    return config
+
+
+def assert_one_line_error(overrides: Sequence[str], key: str) -> None:
+    """The composed config fails validation with one line that starts with ``key=value``."""
+    config = compose_run(*overrides)
+    with pytest.raises(ConfigError) as err:
+        config.validate(CPU_HOST)
+    assert err.value.key == key
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{key}=")
+
+
+def cpu_world(nproc: int = 1) -> Topology:
+    return Topology(nproc_per_node=nproc, nodes=1, world_size=nproc, gpus=0, launched=None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -57,6 +115,21 @@ def losses(run_dir: Path) -> dict[int, float]:
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data cache for the whole session: the sample is prepared once, then reused."""
     return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def sample_cfg(data_dir: Path) -> DataConfig:
+    """The default data config (data=wiki_sample) in ``data_dir``, as run.py composes it."""
+    return compose_run(f"data.output_dir={data_dir}").data
+
+
+@pytest.fixture(scope="session")
+def sample(sample_cfg: DataConfig) -> Manifest:
+    """The default data set (sample dump, trained 8k BPE), prepared once per session: the cache
+    run.py finds in ``data_dir``, so no test prepares it a second time."""
+    from olmo_exp.data import prepare
+
+    return prepare(sample_cfg)
 
 
 @pytest.fixture

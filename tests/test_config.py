@@ -5,41 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from conftest import CONF, CPU_HOST, assert_one_line_error, compose_run, cpu_world
 
-from olmo_exp.experiment import RunConfig
-from olmo_exp.launch import Host, Topology
-from olmo_exp.schema import check_overrides, register
+from olmo_exp.schema import check_overrides
 from olmo_exp.validation import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
 GROUPS = ["model", "model/lws", "dist", "data", "train"]
-
-register()
-
-# Config checks against a fixed host (nothing launched, no GPU), whatever machine runs the tests.
-CPU_HOST = Host(launched=None, gpus=0)
-
-
-def compose_run(*overrides: str, extra_dir: Path | None = None) -> RunConfig:
-    overrides = (f"hydra.searchpath=[file://{extra_dir}]", *overrides) if extra_dir else overrides
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    config = OmegaConf.to_object(cfg)
-    assert isinstance(config, RunConfig)
-    return config
-
-
-def assert_one_line_error(overrides: list[str], key: str) -> None:
-    """The composed config fails validation with one line that starts with ``key=value``."""
-    config = compose_run(*overrides)
-    with pytest.raises(ConfigError) as err:
-        config.validate(CPU_HOST)
-    assert err.value.key == key
-    message = str(err.value)
-    assert "\n" not in message and message.startswith(f"{key}=")
 
 
 def options(group: str) -> list[str]:
@@ -99,6 +70,7 @@ def test_gqa_3kv_is_12_query_3_kv_heads() -> None:
         (["data.path=/nonexistent/dump.xml.bz2"], "data.path"),
         (["generate.max_new_tokens=0"], "generate.max_new_tokens"),
         (["generate.interval=-1"], "generate.interval"),
+        (["generate.temperature=-0.5"], "generate.temperature"),
         (["dist.nproc_per_node=0"], "dist.nproc_per_node"),
     ],
 )
@@ -123,10 +95,6 @@ def test_short_run_caps_warmup_and_intervals_at_its_length() -> None:
     assert (evaluator.eval_interval, evaluator.eval_on_finish) == (5, False)  # once, at step 5
     # a run as long as its warmup or longer is left alone and says nothing
     assert compose_run("train.max_steps=100").notices(cpu_world()) == []
-
-
-def cpu_world(nproc: int = 1) -> Topology:
-    return Topology(nproc_per_node=nproc, nodes=1, world_size=nproc, gpus=0, launched=None)
 
 
 TRAIN_KEYS = ("max_steps, global_batch_size, micro_batch_size, lr, weight_decay, warmup_steps, "
@@ -194,7 +162,7 @@ def test_adding_a_real_group_keeps_working(tmp_path: Path) -> None:
     check_overrides(["+preset=short"], [str(tmp_path)])
     with pytest.raises(ConfigError, match=r"^\+preset=long: preset has no option 'long'; valid: short$"):
         check_overrides(["+preset=long"], [str(tmp_path)])
-    config = compose_run("+preset=short", extra_dir=tmp_path)
+    config = compose_run("+preset=short", search_dir=tmp_path)
     assert config.train.max_steps == 5
 
 
@@ -251,9 +219,3 @@ def test_cli_error_is_one_line_and_writes_nothing(run_cli, tmp_path: Path) -> No
         "error: model.n_kv_heads=3 is invalid: must divide model.n_heads=8; valid: [1, 2, 4, 8]"
     ]
     assert not run_dir.exists() and not (tmp_path / "rejected").exists()
-
-
-def test_cli_compose_gqa_fsdp(run_cli, tmp_path: Path) -> None:
-    proc = run_cli("model=gqa_3kv", "dist=fsdp", "--cfg", "job")
-    job = OmegaConf.create(proc.stdout)
-    assert job.model.n_kv_heads == 3 and job.dist.strategy == "fsdp"

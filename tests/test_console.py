@@ -11,14 +11,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY
-from hydra import compose, initialize_config_dir
+from conftest import REPO, TINY, compose
 from omegaconf import OmegaConf
 
 from olmo_exp import console, usage
-from olmo_exp.schema import register
-
-register()
 
 # "12:04:05 step 3/6 · loss 8.46 · ..." on the console; the same after the file log's prefix.
 CONSOLE_STEP = re.compile(r"^\d\d:\d\d:\d\d (step .*)$")
@@ -58,13 +54,7 @@ def test_short_run_console_is_one_line_per_step_without_noise(run_cli, tmp_path:
 
 
 def test_console_full_brings_back_olmo_core_output(run_cli, tmp_path: Path) -> None:
-    compact = run_cli("dry_run=true", run_dir=tmp_path / "compact")
-    # The dry run prints its one header line (what dist resolved to), then the per-layer table
-    # and totals, nothing else before it.
-    header, table = compact.stdout.splitlines()[:2]
-    assert header.startswith("run: strategy=single world_size=1 ")
-    assert table.split()[:3] == ["layer", "heads", "kv"]
-    assert "Transformer(" not in compact.stdout + compact.stderr
+    # The compact console's dry run (header, table, no module listing): test_lws.py's dry run.
     full = run_cli("dry_run=true", "train.console=full", run_dir=tmp_path / "full")
     assert "Transformer(" in full.stdout and "Building transformer" in full.stdout
 
@@ -201,8 +191,7 @@ def test_help_lists_every_group_option_keys_and_readme_examples() -> None:
     assert "*olmo_tiny" in text and "*off" in text  # what is in use
     for example in usage.readme_examples():
         assert example in text
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(config_name="config")
+    cfg = compose()
     for key in usage.APPS["run"]["keys"]:
         if not key.startswith("hydra."):
             assert OmegaConf.select(cfg, key, default="missing") != "missing", key
@@ -220,7 +209,12 @@ def test_data_cli_help_is_about_data() -> None:
 # -- fast answers -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [["--cfg", "job"], ["--help"], ["model.n_kv_heads=3"]],
+# LWS on another model from the command line: the group's seed, then a list override on top.
+CFG_JOB = ["model=gqa_3kv", "dist=fsdp", "model/lws=openelm", "model.lws.qkv_scalars=[0.25,1.0]",
+           "--cfg", "job"]
+
+
+@pytest.mark.parametrize("args", [CFG_JOB, ["--help"], ["model.n_kv_heads=3"]],
                          ids=["cfg-job", "help", "rejected"])
 def test_answers_without_importing_torch_or_olmo_core(args: list[str], tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "run.py"), *args],
@@ -233,3 +227,10 @@ def test_answers_without_importing_torch_or_olmo_core(args: list[str], tmp_path:
                    if m.split(".")[0] in ("torch", "olmo_core", "datasets", "tokenizers"))
     assert heavy == []
     assert not (tmp_path / "outputs").exists()
+    if args is CFG_JOB:  # ... and --cfg job prints the composed config
+        job = OmegaConf.create(proc.stdout)
+        assert (job.model.name, job.model.n_kv_heads, job.dist.strategy) == ("gqa_3kv", 3, "fsdp")
+        assert job.model.lws.name == "openelm"
+        assert list(job.model.lws.qkv_scalars) == [0.25, 1.0]  # the override
+        assert list(job.model.lws.fnn_scalars) == [0.5, 4.0]  # the rest: openelm's seed
+        assert list(job.model.lws.output_scalars) == [0.8, 1.2]

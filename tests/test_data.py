@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import compose_run
 from huggingface_hub import constants as hf_constants
 
 from olmo_exp.data.clean import clean_wikitext
@@ -36,20 +37,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("data")
+# `sample` and `sample_cfg` (conftest.py): the default data set, prepared once per session.
 
 
-@pytest.fixture(scope="session")
-def sample_cfg(data_root: Path) -> DataConfig:
-    return DataConfig(output_dir=str(data_root), num_workers=2)
+def test_python_and_command_line_configs_share_one_cache(tmp_path: Path) -> None:
+    """DataConfig() in Python and `data=wiki_sample` composed by Hydra (512 vs 512.0 MB shards)
+    name the same data, so they find the same prepared files."""
+    from olmo_exp.data.prep import data_dir
 
-
-@pytest.fixture(scope="session")
-def sample(sample_cfg: DataConfig) -> Manifest:
-    """The default data set (sample dump, trained 8k BPE), prepared once per session."""
-    return prepare(sample_cfg)
+    composed = compose_run(f"data.output_dir={tmp_path}").data
+    assert data_dir(DataConfig(output_dir=str(tmp_path))) == data_dir(composed)
 
 
 @pytest.fixture(scope="session")

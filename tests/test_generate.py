@@ -1,4 +1,5 @@
-"""Sampling inside training: identical tokens with and without FSDP, and FSDP's state left as found."""
+"""Sampling inside training: identical tokens with and without FSDP, FSDP's state left as found,
+ranks in lockstep, and temperature sampling."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+import torch
+from conftest import REPO, free_port, read_jsonl
 
 SCRIPT = r"""
 import os, socket, torch, torch.distributed as dist
@@ -108,11 +110,7 @@ print("TOKENS", rank, got, want)
 def test_ranks_that_disagree_still_generate_rank_0s_tokens() -> None:
     """2 gloo ranks whose logits differ (another argmax, an EOS only rank 1 sees): rank 0 decides,
     every rank returns its tokens, nothing hangs."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     procs = [subprocess.Popen([sys.executable, "-c", LOCKSTEP], cwd=REPO, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env={"OMP_NUM_THREADS": "1", "PATH": "", "RANK": str(rank),
@@ -136,3 +134,72 @@ def test_ranks_that_disagree_still_generate_rank_0s_tokens() -> None:
     assert tokens[0][0] == tokens[0][1]  # rank 0: its own greedy tokens, all 10
     assert tokens[1][0] == tokens[0][0]  # rank 1: rank 0's tokens, despite its own logits
     assert tokens[0][0].count(",") == 9
+
+
+# -- temperature sampling (generate.temperature > 0) ------------------------------------------
+
+
+class FixedLogits(torch.nn.Module):
+    """A stand-in model whose next-token logits are always log(probs): sampling at temperature T
+    must draw token i with probability probs[i]**(1/T) / sum_j probs[j]**(1/T)."""
+
+    def __init__(self, probs: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("logits", torch.tensor(probs).log())
+
+    def forward(self, ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
+        return self.logits.expand(ids.shape[0], 1, -1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_temperature_samples_the_tempered_distribution(temperature: float) -> None:
+    from olmo_exp.generate import generate_ids
+
+    probs = [0.6, 0.3, 0.1]
+    n = 2000  # one sample of n tokens = n independent draws (the logits ignore the prefix)
+    draws = generate_ids(FixedLogits(probs), [0], max_new_tokens=n, temperature=temperature)
+    tempered = [p ** (1 / temperature) for p in probs]
+    for token, p in enumerate(tempered):
+        expected = p / sum(tempered)
+        seen = draws.count(token) / n
+        assert abs(seen - expected) < 5 * (expected * (1 - expected) / n) ** 0.5, (token, seen, expected)
+    assert generate_ids(FixedLogits(probs), [0], max_new_tokens=50) == [0] * 50  # 0 = greedy
+
+
+class Characters:
+    """A tokenizer for the callback: one id per character (ids < 256)."""
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) % 256 for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(map(str, ids))
+
+
+def test_generate_temperature_reaches_the_samples(tmp_path) -> None:
+    """generate.temperature as the training callback uses it: seeded by the step (a rerun of a
+    step samples the same text), not greedy, and greedy (0) ignores the seed."""
+    from types import SimpleNamespace
+
+    from olmo_exp.callbacks import GenerationCallback
+    from olmo_exp.generate import GenerateConfig
+    from olmo_exp.model import ModelConfig
+
+    torch.manual_seed(0)
+    model = ModelConfig(d_model=64, n_layers=2, n_heads=4).build_config(256).build(init_device="cpu")
+    model.init_weights(max_seq_len=64)
+
+    def sample(temperature: float, step: int) -> str:
+        callback = GenerationCallback(config=GenerateConfig(temperature=temperature, max_new_tokens=8),
+                                      tokenizer=Characters(), path=tmp_path / "generations.jsonl")
+        callback.trainer = SimpleNamespace(train_module=SimpleNamespace(model=model),
+                                           global_step=step, device=torch.device("cpu"))
+        return callback.sample()
+
+    greedy = sample(0.0, step=5)
+    assert sample(0.0, step=6) == greedy
+    hot = sample(1.0, step=5)
+    assert hot != greedy
+    assert sample(1.0, step=5) == hot  # reproducible: the same step draws the same tokens
+    assert sample(1.0, step=6) != hot
+    assert len(read_jsonl(tmp_path / "generations.jsonl")) == 5  # each written, as a run would

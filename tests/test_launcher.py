@@ -20,24 +20,18 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, losses, read_jsonl
-from hydra import compose, initialize_config_dir
+from conftest import REPO, TINY, compose, compose_run, losses, read_jsonl
 from omegaconf import OmegaConf
-from test_config import compose_run
 
-from olmo_exp.schema import register
 from olmo_exp.slurm import tasks_per_node, validate_for_layout
 from olmo_exp.validation import ConfigError
 
-register()
 PLAIN = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4"]
 
 
 def launcher(*overrides: str, name: str = "slurm") -> dict:
     """The launcher settings a job of this sweep gets (hydra.launcher, resolved)."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=[f"hydra/launcher={name}", *overrides],
-                      return_hydra_config=True)
+    cfg = compose([f"hydra/launcher={name}", *overrides], hydra=True)
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert isinstance(params, dict)
     return params

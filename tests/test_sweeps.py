@@ -12,16 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, read_jsonl
-from hydra import compose, initialize_config_dir
+from conftest import REPO, TINY, compose, read_jsonl
 from omegaconf import OmegaConf
 
 from olmo_exp import match
 from olmo_exp.report import expand_jobs
-from olmo_exp.schema import SWEEPS_DIR, register
+from olmo_exp.schema import SWEEPS_DIR
 from olmo_exp.validation import ConfigError
 
-register()
 PRESETS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
 
@@ -33,9 +31,7 @@ def composed(job: tuple[str, ...]):
 @functools.cache
 def preset_jobs(name: str) -> list[list[str]]:
     """Every job of ``-m +sweep=NAME``, expanded as Hydra's basic sweeper does."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=[f"+sweep={name}"],
-                      return_hydra_config=True)
+    cfg = compose([f"+sweep={name}"], hydra=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     return expand_jobs(params, [f"+sweep={name}"])
 
@@ -157,6 +153,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow  # starts processes
 def test_report_values_equal_the_jobs_metrics(two_point_sweep: Path) -> None:
+    # A plain `python run.py -m ...`: Hydra's basic launcher ran both jobs, one after the other.
+    multirun = OmegaConf.load(two_point_sweep / "multirun.yaml")
+    assert multirun.hydra.launcher._target_ == (
+        "hydra._internal.core_plugins.basic_launcher.BasicLauncher")
     rows = read_csv(two_point_sweep / "report.csv")
     assert [r["job"] for r in rows] == ["0", "1"]
     assert [r["overrides"] for r in rows] == ["model.n_layers=1", "model.n_layers=2"]
@@ -254,9 +254,7 @@ def test_a_job_that_raised_is_failed_with_its_first_line(tmp_path: Path) -> None
 
     from olmo_exp.report import SweepReportCallback
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=["train.max_steps=4"],
-                      return_hydra_config=True)
+    cfg = compose(["train.max_steps=4"], hydra=True)
     sweep_dir = tmp_path / "sweep"
     with open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN

@@ -85,7 +85,8 @@ def cache_key(cfg: DataConfig, info: TokenizerInfo | None = None) -> tuple[str, 
         "max_articles": cfg.max_articles,
         "tokenizer": info.identity,
         "validation_fraction": cfg.validation_fraction,
-        "shard_size_mb": cfg.shard_size_mb,
+        # float: 512 (DataConfig's default) and 512.0 (the composed config) are the same data.
+        "shard_size_mb": float(cfg.shard_size_mb),
     }
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
     return digest, keyed
