@@ -127,7 +127,7 @@ def sample_cfg(data_dir: Path) -> DataConfig:
 def sample(sample_cfg: DataConfig) -> Manifest:
     """The default data set (sample dump, trained 8k BPE), prepared once per session: the cache
     run.py finds in ``data_dir``, so no test prepares it a second time."""
-    from olmo_exp.data import prepare
+    from olmo_exp.data.prep import prepare
 
     return prepare(sample_cfg)
 

@@ -153,7 +153,7 @@ class FixedLogits(torch.nn.Module):
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_temperature_samples_the_tempered_distribution(temperature: float) -> None:
-    from olmo_exp.generate import generate_ids
+    from olmo_exp.callbacks import generate_ids
 
     probs = [0.6, 0.3, 0.1]
     n = 2000  # one sample of n tokens = n independent draws (the logits ignore the prefix)
