@@ -1,5 +1,6 @@
-"""Registers every group's structured config with Hydra, and checks a command line's overrides
-against them before Hydra composes (Hydra's ``+``/``++`` would add unknown keys even to them)."""
+"""The config of a run: :class:`RunConfig` (every group composed, and the checks across groups),
+its registration with Hydra, composition for tools and tests, and the check of a command line's
+overrides before Hydra composes (Hydra's ``+``/``++`` would add unknown keys even to them)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,99 @@ import dataclasses
 import difflib
 import sys
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from olmo_exp import launch
 from olmo_exp.data.config import DataConfig
 from olmo_exp.dist import DistConfig
-from olmo_exp.experiment import RunConfig
 from olmo_exp.files import CONF_DIR, SWEEPS_DIR
+from olmo_exp.generate import GenerateConfig
 from olmo_exp.launch import shared_run_id
 from olmo_exp.lws import LWSConfig
 from olmo_exp.model import ModelConfig
 from olmo_exp.slurm import register_launchers, register_resolvers
-from olmo_exp.train import TrainConfig
+from olmo_exp.train import TrainConfig, WandbConfig
 from olmo_exp.usage import register as register_help
-from olmo_exp.validation import ConfigError
+from olmo_exp.validation import ConfigError, non_negative, positive
+
+if TYPE_CHECKING:
+    from olmo_exp.data.tokenizer import TokenizerInfo
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    dry_run: bool = False
+
+    def validate(self, host: launch.Host | None = None) -> TokenizerInfo:
+        """Every check that needs no data and no process: one ConfigError, before anything is written.
+
+        ``host``: the launcher and GPUs to check against; None = this process's (launch.host()).
+        Returns the tokenizer it resolved, for data prep and the model's vocab (resolved once).
+        """
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        self.dist.validate()
+        world = launch.resolve_topology(self.dist, host or launch.host())
+        self.dist.validate_world(world)
+        micro, world_size = self.train.micro_batch_size, world.world_size
+        if self.train.global_batch_size % (micro * world_size) != 0:
+            raise ConfigError(
+                "train.global_batch_size", self.train.global_batch_size,
+                f"must be a multiple of train.micro_batch_size x world size = {micro} x {world_size}",
+            )
+        if self.data.sequence_length > self.model.max_sequence_length:
+            raise ConfigError(
+                "data.sequence_length", self.data.sequence_length,
+                f"must be <= model.max_sequence_length={self.model.max_sequence_length}",
+            )
+        from olmo_exp.data.tokenizer import tokenizer_info  # numpy: not on the --help path
+
+        tokenizer = tokenizer_info(self.data)
+        if self.model.vocab_size is not None and self.model.vocab_size < tokenizer.vocab_size:
+            raise ConfigError(
+                "model.vocab_size", self.model.vocab_size,
+                f"must be >= the tokenizer's vocab ({tokenizer.vocab_size}) or null",
+            )
+        non_negative("generate.interval", self.generate.interval)
+        positive("generate.max_new_tokens", self.generate.max_new_tokens)
+        non_negative("generate.temperature", self.generate.temperature)
+        return tokenizer
+
+    def notices(self, world: launch.Topology) -> list[str]:
+        """One line each for what the run adjusts or a user may not expect; printed once."""
+        lines = []
+        train = self.train
+        longer = [f"train.{k}={getattr(train, k)}"
+                  for k in ("warmup_steps", "checkpoint_interval", "eval_interval")
+                  if getattr(train, k) > train.max_steps]
+        if self.generate.interval > train.max_steps:
+            longer.append(f"generate.interval={self.generate.interval}")
+        if longer:
+            lines.append(f"{', '.join(longer)} capped at train.max_steps={train.max_steps} "
+                         "(longer than the run)")
+        lone = launch.lone_rank_notice(self.dist, world)
+        if lone:
+            lines.append(lone)
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return OmegaConf.to_container(OmegaConf.structured(self), resolve=True, enum_to_str=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), d))
 
 
 def register() -> None:

@@ -263,7 +263,7 @@ class _SweepLauncher(BaseSubmititLauncher):
     def _prepare(self, num: int, overrides: list[str],
                  all_points: Sequence[Sequence[str]]) -> _Point:
         """Compose the point as its job will, resolve its launcher settings, validate its config."""
-        from olmo_exp.experiment import RunConfig
+        from olmo_exp.schema import RunConfig
 
         assert self.hydra_context is not None and self.config is not None
         sweep_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)

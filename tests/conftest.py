@@ -23,7 +23,7 @@ from olmo_exp.validation import ConfigError
 if TYPE_CHECKING:
     from olmo_exp.data.config import DataConfig
     from olmo_exp.data.manifest import Manifest
-    from olmo_exp.experiment import RunConfig
+    from olmo_exp.schema import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = CONF_DIR
@@ -72,7 +72,7 @@ def compose(overrides: Sequence[str] = (), *, hydra: bool = False,
 
 def compose_run(*overrides: str, search_dir: Path | None = None) -> RunConfig:
     """:func:`compose`, typed: the RunConfig run.py executes (not validated yet)."""
-    from olmo_exp.experiment import RunConfig
+    from olmo_exp.schema import RunConfig
 
     config = OmegaConf.to_object(compose(overrides, search_dir=search_dir))
     assert isinstance(config, RunConfig)
