@@ -135,7 +135,8 @@ def summarize(cfg: ModelConfig, config: TransformerConfig, *, sequence_length: i
 
     blocks = config.resolved_block_configs
     layers = []
-    for spec, block in zip(cfg.layer_specs(), blocks, strict=True):
+    ffn = config.block.feed_forward.hidden_size  # the built config's: no second build
+    for spec, block in zip(cfg.layer_specs(ffn_hidden_size=ffn), blocks, strict=True):
         layers.append({**spec.as_dict(), "params": block.num_params(config.d_model)})
     with torch.device("meta"):
         model = config.build(init_device="meta")
