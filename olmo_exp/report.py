@@ -351,9 +351,7 @@ def plot_run(run_dir: Path, tokens_per_step: int | None) -> Path:
     x, y = _curve(metrics, VAL_LOSS, tokens_per_step)
     if x:
         ax.plot(x, y, label="validation CE loss", color="C1", marker="o")
-    generations = run_dir / "generations.jsonl"
-    gen_steps = sorted({json.loads(line)["step"] for line in generations.read_text().splitlines()
-                        if line.strip()}) if generations.exists() else []
+    gen_steps = sorted({r["step"] for r in read_jsonl(run_dir / "generations.jsonl")})
     for i, step in enumerate(gen_steps):
         ax.axvline(step * (tokens_per_step or 1), color="grey", linestyle=":", linewidth=1,
                    label="generation sample" if i == 0 else None)

@@ -100,6 +100,8 @@ def free_port() -> int:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """Every record of a finished run's JSON-lines file; unlike olmo_exp.files.read_jsonl, a torn
+    line fails the test instead of being skipped."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -132,23 +134,30 @@ def sample(sample_cfg: DataConfig) -> Manifest:
     return prepare(sample_cfg)
 
 
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = False,
+        timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python run.py ARGS`` as a user types it, from ``cwd``; ``check``: fail on a non-zero exit."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO), **(env or {})}
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"run.py {' '.join(args)} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-8000:]}"
+        )
+    return proc
+
+
 @pytest.fixture
 def run_cli(data_dir: Path, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
-    """``run_cli(*overrides, run_dir=..., check=True)``: ``python run.py`` as a user types it."""
+    """``run_cli(*overrides, run_dir=..., check=True)``: :func:`cli` on the session's data dir."""
 
     def run(*overrides: str, run_dir: Path | None = None, check: bool = True,
             env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-        args = [sys.executable, str(REPO / "run.py"), f"data.output_dir={data_dir}", *overrides]
+        args = [f"data.output_dir={data_dir}", *overrides]
         if run_dir is not None and not any(o.startswith("hydra.run.dir=") for o in overrides):
             args.append(f"hydra.run.dir={run_dir}")
-        full_env = {**os.environ, "OMP_NUM_THREADS": "2", "HYDRA_FULL_ERROR": "1", **(env or {})}
-        proc = subprocess.run(args, cwd=tmp_path, env=full_env, capture_output=True, text=True,
-                              timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"run.py {' '.join(overrides)} exited {proc.returncode}\n"
-                f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-8000:]}"
-            )
-        return proc
+        return cli(*args, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1", **(env or {})},
+                   check=check, timeout=timeout)
 
     return run

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, compose, compose_run, losses, read_jsonl
+from conftest import REPO, TINY, cli, compose, compose_run, losses, read_jsonl
 from omegaconf import OmegaConf
 
 from olmo_exp.slurm import tasks_per_node, validate_for_layout
@@ -87,13 +87,6 @@ def test_points_are_validated_with_their_job_layout(monkeypatch: pytest.MonkeyPa
         validate_for_layout(compose_run(), nodes=1, tasks_per_node=2, kind="slurm")
     assert err.value.key == "dist.strategy"
     validate_for_layout(compose_run(), nodes=1, tasks_per_node=1, kind="slurm")
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
-        timeout: int = 900) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:

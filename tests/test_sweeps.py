@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, compose, read_jsonl
+from conftest import REPO, TINY, cli, compose, read_jsonl
 from omegaconf import OmegaConf
 
 from olmo_exp import match
@@ -95,15 +94,10 @@ def test_a_drifted_pair_is_refused(monkeypatch) -> None:
 
 
 def _cli(*args: str, cwd: Path, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "HYDRA_FULL_ERROR": "1"}
     flags = [a for a in args if a.startswith("-")]  # -m/--help before the overrides
     overrides = [a for a in args if not a.startswith("-")]
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), *flags,
-                           f"data.output_dir={data_dir}", *overrides],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+    return cli(*flags, f"data.output_dir={data_dir}", *overrides, cwd=cwd,
+               env={"HYDRA_FULL_ERROR": "1"}, check=check)
 
 
 def test_help_lists_presets_from_any_directory(tmp_path: Path, data_dir: Path) -> None:
