@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, compose
+from conftest import REPO, TINY, compose, losses, read_jsonl
 from omegaconf import OmegaConf
 
 from olmo_exp import console, usage
@@ -29,17 +29,28 @@ def step_lines(stdout: str) -> list[str]:
     return [m.group(1) for line in stdout.splitlines() if (m := CONSOLE_STEP.match(line))]
 
 
-def test_short_run_console_is_one_line_per_step_without_noise(run_cli, tmp_path: Path) -> None:
+def test_short_run_caps_its_intervals_and_prints_one_line_per_step(run_cli, tmp_path: Path) -> None:
+    """`train.max_steps=4` under longer warmup and intervals (10, 50): each is capped (one notice)
+    and each file is written at step 4; the console is one line per step and no library noise."""
     run_dir = tmp_path / "run"
-    proc = run_cli(*TINY, "train.max_steps=4", "train.checkpoint_interval=2",
-                   "train.eval_interval=2", run_dir=run_dir)
+    longer = ["train.warmup_steps=10", "train.checkpoint_interval=50", "train.eval_interval=50",
+              "generate.interval=50"]
+    proc = run_cli(*TINY, *longer, "train.max_steps=4", run_dir=run_dir)
     out = proc.stdout + proc.stderr
+    notice = ("train.warmup_steps=10, train.checkpoint_interval=50, train.eval_interval=50, "
+              "generate.interval=50 capped at train.max_steps=4 (longer than the run)")
+    assert out.count(notice) == 1
+    assert sorted(losses(run_dir)) == [1, 2, 3, 4]
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step4"]
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records if "eval/lm/validation/CE loss" in r] == [4]
+    assert [g["step"] for g in read_jsonl(run_dir / "generations.jsonl")] == [4]
     lines = step_lines(proc.stdout)
     assert all(console.STEP_LINE.match(line) for line in lines), lines
     train_lines = [line for line in lines if " · loss " in line]
     assert [int(line.split()[1].split("/")[0]) for line in train_lines] == [1, 2, 3, 4]
     assert all(line.split()[1].endswith("/4") for line in lines)
-    assert "val" in train_lines[-2] and "tok/s" in "".join(train_lines[1:]), lines
+    assert lines[-1].startswith("step 4/4 · val ") and "tok/s" in "".join(train_lines[1:]), lines
     assert "training 4 steps from scratch" in proc.stdout
     assert re.search(r"finished at step 4/4 in \d+:\d\d · loss \d+\.\d\d · val", proc.stdout)
     # olmo-core's metric block and module listing are not on the console ...

@@ -218,20 +218,20 @@ def test_precision_and_compile_follow_the_device(strategy: Strategy) -> None:
     assert launch.backend_for(DistConfig(strategy=Strategy.fsdp), gpu_world(2)) == "cuda:nccl,cpu:gloo"
 
 
-def test_run_records_and_prints_what_dist_resolved_to(run_cli, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_run_records_and_prints_what_dist_resolved_to(runs: Runs, tmp_path: Path) -> None:
     """A single-process bf16 run (olmo-core autocast) trains; the header line and
     model_summary.json say what precision/compile/world/backend the nulls became."""
-    auto, bf16 = tmp_path / "auto", tmp_path / "bf16"
-    proc = run_cli(*TINY, *PLAIN, "train.max_steps=2", run_dir=auto)
+    auto, bf16 = runs.get("plain"), tmp_path / "bf16"
     summary = json.loads((auto / "model_summary.json").read_text())["dist"]
     assert summary == {"strategy": "single", "world_size": 1, "backend": None, "precision": "fp32",
                        "compile": False, "device": "cpu"}
     assert ("run: strategy=single world_size=1 backend=None precision=fp32 compile=False "
-            "device='cpu'") in proc.stdout + proc.stderr
-    run_cli(*TINY, *PLAIN, "train.max_steps=2", "dist.mixed_precision=true", run_dir=bf16)
+            "device='cpu'") in train_log(auto)
+    runs.cli(*PLAIN, "dist.mixed_precision=true", run_dir=bf16, cwd=tmp_path)
     assert json.loads((bf16 / "model_summary.json").read_text())["dist"]["precision"] == "bf16_autocast"
     got, want = losses(bf16), losses(auto)
-    assert sorted(got) == [1, 2] and all(math.isfinite(v) for v in got.values())
+    assert sorted(got) == sorted(want) and all(math.isfinite(v) for v in got.values())
     assert got != want  # bf16 compute really ran ...
     assert abs(got[1] - want[1]) / want[1] < 0.01  # ... on the same model and data
 

@@ -120,15 +120,19 @@ def test_slurm_without_sbatch_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow  # starts processes
 @pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs SLURM's sbatch on PATH")
 def test_refused_submission_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
-    """sbatch present but the cluster unusable (here: no configuration): its own reason in one
-    line, exit 2, and no sweep dir (submitit's .submitit/ and the report's files included)."""
-    proc = cli("-m", "hydra/launcher=slurm", "model.n_kv_heads=1,2", cwd=tmp_path,
-               env={**os.environ, "SLURM_CONF": str(tmp_path / "no-such-slurm.conf")})
+    """sbatch present but the cluster unusable (here: an empty configuration, which sbatch refuses
+    at once; a missing one makes it retry for a minute): its own reason in one line, exit 2, and no
+    sweep dir (submitit's .submitit/ and the report's files included)."""
+    (tmp_path / "slurm.conf").write_text("")
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    proc = cli("-m", "hydra/launcher=slurm", "model.n_kv_heads=1,2", cwd=cwd,
+               env={"SLURM_CONF": str(tmp_path / "slurm.conf")})
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = error_lines(proc)
     assert line.startswith("error: submission failed: sbatch: "), line
     assert "Traceback" not in proc.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert list(cwd.iterdir()) == []
 
 
 @pytest.mark.slow  # starts processes

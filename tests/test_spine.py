@@ -4,17 +4,30 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TINY, losses, read_jsonl
+from conftest import TINY, cli, losses, read_jsonl
+
+pytestmark = pytest.mark.slow
 
 
-def test_short_run_trains_and_leaves_its_files(run_cli, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    proc = run_cli(*TINY, "train.max_steps=12", "train.global_batch_size=16",
-                   "train.micro_batch_size=8", "train.checkpoint_interval=6",
-                   "train.eval_interval=6", "generate.interval=6", run_dir=run_dir)
+@pytest.fixture(scope="module")
+def short_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[Path, subprocess.CompletedProcess]:
+    """12 steps on real text with checkpoints, evaluation and samples at steps 6 and 12."""
+    root = tmp_path_factory.mktemp("spine")
+    run_dir = root / "run"
+    proc = cli(f"data.output_dir={data_dir}", *TINY, "train.max_steps=12",
+               "train.global_batch_size=16", "train.micro_batch_size=8",
+               "train.checkpoint_interval=6", "train.eval_interval=6", "generate.interval=6",
+               f"hydra.run.dir={run_dir}", cwd=root, env={"HYDRA_FULL_ERROR": "1"}, check=True)
+    return run_dir, proc
+
+
+def test_short_run_trains_and_leaves_its_files(short_run) -> None:
+    run_dir, proc = short_run
     loss = losses(run_dir)
     assert sorted(loss) == list(range(1, 13))
     last = sum(loss[s] for s in (10, 11, 12)) / 3
@@ -37,28 +50,10 @@ def test_short_run_trains_and_leaves_its_files(run_cli, tmp_path: Path) -> None:
     assert (run_dir / ".hydra" / "config.yaml").exists()
 
 
-@pytest.mark.slow
-def test_run_shorter_than_warmup_and_intervals_trains(run_cli, tmp_path: Path) -> None:
-    """`train.max_steps=4` alone: warmup and every interval (10, 50) capped, each file at step 4."""
-    run_dir = tmp_path / "short"
-    defaults = ["train.warmup_steps=10", "train.checkpoint_interval=50", "train.eval_interval=50",
-                "generate.interval=50"]
-    proc = run_cli(*TINY, *defaults, "train.max_steps=4", run_dir=run_dir)
-    notice = ("train.warmup_steps=10, train.checkpoint_interval=50, train.eval_interval=50, "
-              "generate.interval=50 capped at train.max_steps=4 (longer than the run)")
-    assert (proc.stdout + proc.stderr).count(notice) == 1
-    assert sorted(losses(run_dir)) == [1, 2, 3, 4]
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step4"]
-    records = read_jsonl(run_dir / "metrics.jsonl")
-    assert [r["step"] for r in records if "eval/lm/validation/CE loss" in r] == [4]
-    assert [g["step"] for g in read_jsonl(run_dir / "generations.jsonl")] == [4]
-
-
-def test_run_dir_of_another_model_is_refused(run_cli, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    run_cli(*TINY, "train.max_steps=3", run_dir=run_dir)
+def test_run_dir_of_another_model_is_refused(short_run, run_cli) -> None:
+    run_dir = short_run[0]
     before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
-    proc = run_cli(*TINY, "train.max_steps=3", "model.n_layers=2", run_dir=run_dir, check=False)
+    proc = run_cli(*TINY, "train.max_steps=12", "model.n_layers=2", run_dir=run_dir, check=False)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "different run" in errors[0] and "model" in errors[0]
