@@ -347,10 +347,14 @@ def spawn(fn: Callable[..., Any], args: tuple, *, nproc: int, log_dir: Path) -> 
             os.environ.pop("OMP_NUM_THREADS", None)
 
 
-# A failure that is only the echo of another rank's (a collective that lost its peer, the launcher's
-# signal stopping the group): never reported as the root cause if a real one exists.
-_COLLATERAL = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout",
-               "gloo", "nccl", "distbackenderror", "processgroup", "sigterm", "sigint")
+_ECHOES = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout",
+           "gloo", "nccl", "distbackenderror", "processgroup", "sigterm", "sigint")
+
+
+def is_echo(cause: str) -> bool:
+    """A rank's failure that only echoes another's (a collective that lost its peer, the launcher's
+    signal stopping the group): never reported as the root cause if a real one exists."""
+    return any(word in cause.lower() for word in _ECHOES)
 
 
 def _cause(failure: ProcessFailure) -> str:
@@ -368,8 +372,7 @@ def _failure_message(e: ChildFailedError, nproc: int, log_dir: Path) -> str:
     causes = {rank: _cause(failure) for rank, failure in e.failures.items()}
     # torch's get_first_failure() is the earliest timestamp, in whole seconds: a peer's echo of the
     # failure lands in the same second, so the echoes go last.
-    rank = min(causes, key=lambda r: (any(w in causes[r].lower() for w in _COLLATERAL),
-                                      e.failures[r].timestamp, r))
+    rank = min(causes, key=lambda r: (is_echo(causes[r]), e.failures[r].timestamp, r))
     others = "; ".join(f"rank {r}: {c}" for r, c in sorted(causes.items()) if r != rank)
     return (f"rank {rank} of {nproc} failed first (pid {e.failures[rank].pid}): {causes[rank]}"
             + (f" | then {others}" if others else "") + f" | per-rank logs: {log_dir}")

@@ -251,3 +251,17 @@ def test_wandb_run_id_is_per_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyP
         callback.close()
     assert ids[0] == ids[1] != ids[2]
     assert (tmp_path / "a" / "0" / "wandb_run_id").read_text() == ids[0]
+
+
+def test_a_failed_jobs_cause_is_never_a_peers_echo() -> None:
+    """One list of echoes (launch.is_echo) for the spawn failure line and the SLURM job line."""
+    from olmo_exp.launch import is_echo
+    from olmo_exp.slurm import _root_cause
+
+    real = "ValueError: model.d_model is not what the checkpoint holds"
+    for echo in ("RuntimeError: Connection closed by peer [127.0.0.1]:29500",
+                 "DistBackendError: NCCL communicator was aborted", "killed by SIGINT"):
+        assert is_echo(echo)
+        assert _root_cause([(0, echo), (1, real)]) == (1, real)
+    assert not is_echo(real)
+    assert _root_cause([(1, "killed by SIGTERM")]) == (1, "killed by SIGTERM")  # only echoes: the first
