@@ -21,7 +21,7 @@ from olmo_exp.data.errors import DataError
 from olmo_exp.dist import DistConfig
 from olmo_exp.files import remove_created_dir
 from olmo_exp.model import format_summary, summarize
-from olmo_exp.schema import RunConfig
+from olmo_exp.schema import RunConfig, run_config
 from olmo_exp.train import ConsoleMode
 from olmo_exp.validation import ConfigError
 
@@ -58,8 +58,7 @@ class Run:
 
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
-        config = OmegaConf.to_object(cfg)
-        assert isinstance(config, RunConfig)
+        config = run_config(cfg)
         files = {
             "config.yaml": cfg,
             "overrides.yaml": OmegaConf.create(list(hydra_cfg.overrides.task)),

@@ -12,11 +12,9 @@ Each single run also gets ``loss.png`` (:func:`plot_run`), written by rank 0 aft
 from __future__ import annotations
 
 import atexit
-import copy
 import csv
 import json
 import math
-import os
 import sys
 import textwrap
 import traceback
@@ -25,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
-from olmo_exp.console import TRAIN_LOSS, VAL_LOSS
+from olmo_exp.console import TRAIN_LOSS, VAL_LOSS, rank_from_env
 from olmo_exp.files import atomic_path, read_jsonl, write_atomic
 
 VAL_PPL = "eval/lm/validation/PPL"
@@ -78,6 +76,15 @@ def _load_yaml(path: Path) -> Any:
         return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except Exception:  # a half-written file reads as absent
         return None
+
+
+def write_error_file(run_dir: Path, text: str, *, keep: bool = False) -> None:
+    """``error.txt`` in a failed job's run dir, whose first line is the report's error column;
+    ``keep``: an account already there (the job's own, with its traceback) wins."""
+    if keep and (run_dir / ERROR_FILE).exists():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / ERROR_FILE, text)
 
 
 def _first_line(text: str) -> str:
@@ -383,6 +390,7 @@ class SweepReportCallback(Callback):
     def __init__(self) -> None:
         self._sweep_dir: Path | None = None
         self._open_job: tuple[Path, DictConfig] | None = None
+        self._last_line = ""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check_matched_pairs(config)
@@ -402,12 +410,8 @@ class SweepReportCallback(Callback):
         run_dir = Path(str(config.hydra.runtime.output_dir))
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value
-            run_dir.mkdir(parents=True, exist_ok=True)
-            first = _first_line(str(error))
-            (run_dir / ERROR_FILE).write_text(
-                f"{type(error).__name__}: {first}\n\n"
-                + "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            )
+            write_error_file(run_dir, f"{type(error).__name__}: {_first_line(str(error))}\n\n"
+                             + "".join(traceback.format_exception(error)))
         self._write(Path(str(config.hydra.sweep.dir)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -418,29 +422,29 @@ class SweepReportCallback(Callback):
             # The job left the process (sys.exit: a rejected run) without on_job_end.
             run_dir, config = self._open_job
             self._open_job = None
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / ERROR_FILE).write_text(_rejection_line(config) + "\n")
+            write_error_file(run_dir, _rejection_line(config) + "\n")
         if self._sweep_dir is not None and self._sweep_dir.is_dir():
             self._write(self._sweep_dir)
 
     def _write(self, sweep_dir: Path) -> None:
-        if os.environ.get("RANK", "0") != "0":
+        if rank_from_env() != 0:
             return
         rows = write_report(sweep_dir)
         done = sum(r.status in ("finished", "failed", "dry run") for r in rows)
-        print(f"report: {sweep_dir / 'report.md'} ({done}/{len(rows)} jobs done)", file=sys.stderr)
+        line = f"report: {sweep_dir / 'report.md'} ({done}/{len(rows)} jobs done)"
+        if line != self._last_line:  # the end of a sweep rewrites it twice more, unchanged
+            print(line, file=sys.stderr)
+            self._last_line = line
 
 
 def _rejection_line(config: DictConfig) -> str:
     """The one-line error the job printed when it was rejected: validation is deterministic, so
     it is asked again; other rejections (run dir, data) only printed theirs to stderr."""
+    from olmo_exp.schema import run_config
     from olmo_exp.validation import ConfigError
 
-    task = copy.deepcopy(config)
-    with read_write(task), open_dict(task):
-        del task["hydra"]  # what the task function received
     try:
-        OmegaConf.to_object(task).validate()
+        run_config(config).validate()
     except ConfigError as e:
         return f"error: {e}"
     return "exited before finishing (a rejected run prints its one-line error to stderr)"

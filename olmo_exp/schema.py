@@ -4,6 +4,7 @@ overrides before Hydra composes (Hydra's ``+``/``++`` would add unknown keys eve
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from olmo_exp import launch
 from olmo_exp.data.config import DataConfig
@@ -140,7 +141,17 @@ def compose(overrides: list[str] | None = None, *, return_hydra_config: bool = F
 
 def compose_run(overrides: list[str] | None = None) -> RunConfig:
     """The typed run object's config for these overrides."""
-    config = OmegaConf.to_object(compose(overrides))
+    return run_config(compose(overrides))
+
+
+def run_config(cfg: DictConfig) -> RunConfig:
+    """The typed RunConfig of a composed config; a ``hydra`` node (a launcher's or a callback's
+    view) is left out, as Hydra does for the task function."""
+    if "hydra" in cfg:
+        cfg = copy.deepcopy(cfg)
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]
+    config = OmegaConf.to_object(cfg)
     assert isinstance(config, RunConfig)
     return config
 

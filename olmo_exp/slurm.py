@@ -263,7 +263,7 @@ class _SweepLauncher(BaseSubmititLauncher):
     def _prepare(self, num: int, overrides: list[str],
                  all_points: Sequence[Sequence[str]]) -> _Point:
         """Compose the point as its job will, resolve its launcher settings, validate its config."""
-        from olmo_exp.schema import RunConfig
+        from olmo_exp.schema import run_config
 
         assert self.hydra_context is not None and self.config is not None
         sweep_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
@@ -272,11 +272,7 @@ class _SweepLauncher(BaseSubmititLauncher):
         params = OmegaConf.to_container(sweep_cfg.hydra.launcher, resolve=True)
         assert isinstance(params, dict)
         params.pop("_target_", None)
-        task_cfg = copy.deepcopy(sweep_cfg)
-        with open_dict(task_cfg):
-            del task_cfg["hydra"]  # what the task function receives (as Hydra's run_job does)
-        config = OmegaConf.to_object(task_cfg)
-        assert isinstance(config, RunConfig)
+        config = run_config(sweep_cfg)  # what the task function will receive
         shown = _shown_overrides(overrides, all_points)
         try:
             validate_for_layout(config, nodes=int(params["nodes"]),
@@ -373,18 +369,14 @@ class _SweepLauncher(BaseSubmititLauncher):
                 f"{cause} | log: {s.log_path}")
         _failed_jobs.append(line)
         print(line, file=sys.stderr, flush=True)
-        self._leave_error_file(s.point, f"{cause}\nstate: {state}{again}; log: {s.log_path}\n")
+        # The report reads each job from its run dir alone: a job that failed before its run wrote
+        # anything (a rejected run removes its own dir) still gets its first error line.
+        if s.point.run_dir is not None:
+            from olmo_exp.report import write_error_file
 
-    @staticmethod
-    def _leave_error_file(point: _Point, text: str) -> None:
-        """The sweep report reads each job's state from its run dir alone: a job that failed before
-        its run wrote anything (a rejected run removes its own dir) still gets its first error line."""
-        from olmo_exp.report import ERROR_FILE
+            write_error_file(s.point.run_dir, f"{cause}\nstate: {state}{again}; log: {s.log_path}\n",
+                             keep=True)
 
-        if point.run_dir is None or (point.run_dir / ERROR_FILE).exists():
-            return
-        point.run_dir.mkdir(parents=True, exist_ok=True)
-        (point.run_dir / ERROR_FILE).write_text(text)
 
     def _job_return(self, s: _Submitted) -> JobReturn:
         if s.result is not None and not s.cause:
@@ -486,8 +478,6 @@ def _exception_line(exc: Any) -> str:
 
 _ERROR_LINE = re.compile(r"^error: ")
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*)$")
-_COLLATERAL = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout",
-               "gloo", "nccl", "distbackenderror", "processgroup", "sigterm")
 
 
 def _cause_from_log(job: Any) -> str:
@@ -505,10 +495,12 @@ def _cause_from_log(job: Any) -> str:
 
 
 def _root_cause(failed: list[tuple[int, str]]) -> tuple[int, str]:
-    """The first failure that is not the echo of another rank's (a lost peer, a timeout)."""
+    """The first failure that is not the echo of another rank's (launch.is_echo)."""
+    from olmo_exp.launch import is_echo
+
     if not failed:
         return 0, "the job failed"
-    real = [(t, c) for t, c in failed if not any(w in c.lower() for w in _COLLATERAL)]
+    real = [(t, c) for t, c in failed if not is_echo(c)]
     return (real or failed)[0]
 
 

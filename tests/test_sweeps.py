@@ -135,8 +135,9 @@ SWEEP_TINY = tiny("train.max_steps=3", "train.eval_interval=3", "train.checkpoin
 def two_point_sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     cwd = tmp_path_factory.mktemp("sweep_cwd")
     sweep_dir = cwd / "multirun" / "two"
-    _cli("-m", "model.n_layers=1,2", *SWEEP_TINY, f"hydra.sweep.dir={sweep_dir}", cwd=cwd,
-         data_dir=data_dir)
+    proc = _cli("-m", "model.n_layers=1,2", *SWEEP_TINY, f"hydra.sweep.dir={sweep_dir}", cwd=cwd,
+                data_dir=data_dir)
+    (cwd / "stderr.txt").write_text(proc.stderr)  # what the person saw, beside the sweep
     return sweep_dir
 
 
@@ -153,6 +154,10 @@ def test_report_values_equal_the_jobs_metrics(two_point_sweep: Path) -> None:
         "hydra._internal.core_plugins.basic_launcher.BasicLauncher")
     rows = read_csv(two_point_sweep / "report.csv")
     assert [r["job"] for r in rows] == ["0", "1"]
+    # One progress line per change: after each job, not again at the sweep's end and exit.
+    report_lines = [ln for ln in (two_point_sweep.parents[1] / "stderr.txt").read_text().splitlines()
+                    if ln.startswith("report: ")]
+    assert [ln.rsplit("(", 1)[1] for ln in report_lines] == ["1/2 jobs done)", "2/2 jobs done)"]
     assert [r["overrides"] for r in rows] == ["model.n_layers=1", "model.n_layers=2"]
     for row in rows:
         run_dir = Path(row["run_dir"])
