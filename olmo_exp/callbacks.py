@@ -19,10 +19,19 @@ from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
+from olmo_core.distributed.utils import (
+    all_reduce_value,
+    broadcast_object,
+    get_rank,
+    get_world_size,
+    is_distributed,
+)
 from olmo_core.train.callbacks import Callback, ConsoleLoggerCallback
 from olmo_core.train.common import ReduceType
-from torch.distributed.fsdp import FSDPModule
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule
+from torch.distributed.tensor import DTensor
 
+from olmo_exp import slurm
 from olmo_exp.console import StepConsole
 from olmo_exp.files import read_jsonl, write_jsonl_atomic
 from olmo_exp.generate import GenerateConfig
@@ -58,14 +67,10 @@ class MetricsFileCallback(Callback):
     _records: list[dict[str, Any]] = field(default_factory=list)
 
     def pre_train(self) -> None:
-        from olmo_core.distributed.utils import get_rank
-
         if get_rank() == 0:
             self._records = truncate_to_step(self.path, self.trainer.global_step)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        from olmo_core.distributed.utils import get_rank
-
         if get_rank() != 0:
             return
         values = {k: float(v) for k, v in metrics.items()}
@@ -91,8 +96,6 @@ class WandbLogCallback(Callback):
     _run: Any = None
 
     def pre_train(self) -> None:
-        from olmo_core.distributed.utils import get_rank
-
         if get_rank() != 0:
             return
         import wandb
@@ -164,7 +167,7 @@ def generate_ids(
     one rank sees), leaving them in different collectives, i.e. hung. Sampling draws from its own
     generator, leaving the training RNG state untouched.
     """
-    lockstep = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    lockstep = is_distributed() and get_world_size() > 1
 
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     gen = torch.Generator(device=ids.device).manual_seed(seed)
@@ -205,8 +208,6 @@ class GenerationCallback(Callback):
     _last_step: int = -1
 
     def pre_train(self) -> None:
-        from olmo_core.distributed.utils import broadcast_object, get_rank
-
         sampled_at_start = False
         if get_rank() == 0:
             start = self.trainer.global_step
@@ -226,8 +227,6 @@ class GenerationCallback(Callback):
             self.sample()
 
     def sample(self) -> str:
-        from olmo_core.distributed.utils import get_rank
-
         self._last_step = self.step
         model = self.trainer.train_module.model
         new = generate_ids(
@@ -260,21 +259,12 @@ class RequeueCallback(Callback):
     """
 
     def pre_train(self) -> None:
-        from olmo_exp import slurm
-
         slurm.set_phase("training")
 
     def post_train(self) -> None:
-        from olmo_exp import slurm
-
         slurm.set_phase("done")
 
     def post_step(self) -> None:
-        import torch
-        from olmo_core.distributed.utils import all_reduce_value, get_world_size, is_distributed
-
-        from olmo_exp import slurm
-
         signaled = 1 if slurm.signal_received() else 0
         if is_distributed() and get_world_size() > 1:
             signaled = int(all_reduce_value(signaled, torch.device("cpu"),
@@ -289,8 +279,6 @@ class RequeueCallback(Callback):
 
 
 def _local_and_global_bytes(t: Any) -> tuple[int, int]:
-    from torch.distributed.tensor import DTensor
-
     if isinstance(t, DTensor):
         local = t.to_local()
         return local.numel() * local.element_size(), t.numel() * t.element_size()
@@ -304,8 +292,6 @@ def state_bytes(model: Any, optim: Any) -> tuple[int, int]:
     FSDP params and their AdamW state are DTensors: the local shard vs. the global tensor. Under
     DDP/single both numbers are equal (every rank holds everything).
     """
-    import torch
-
     local = total = 0
     for p in model.parameters():
         lo, gl = _local_and_global_bytes(p)
@@ -321,8 +307,6 @@ def state_bytes(model: Any, optim: Any) -> tuple[int, int]:
 
 def describe_sharding(model: Any) -> str:
     """What FSDP2 really applied to the transformer blocks (proof that the hooks took effect)."""
-    from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule
-
     groups = [
         m._get_fsdp_state()._fsdp_param_group
         for m in model.blocks.values()
@@ -376,8 +360,6 @@ class ConsoleCallback(ConsoleLoggerCallback):
     _trained: bool = False
 
     def pre_train(self) -> None:
-        from olmo_core.distributed.utils import get_rank
-
         if get_rank() != 0:
             return
         trainer = self.trainer

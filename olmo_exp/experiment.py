@@ -7,7 +7,6 @@ start ranks (if needed) -> on every rank: build model, train module, data loader
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from olmo_exp import console, launch, slurm
 from olmo_exp.data.errors import DataError
 from olmo_exp.dist import DistConfig
-from olmo_exp.files import remove_created_dir
+from olmo_exp.files import remove_created_dir, write_json_atomic
 from olmo_exp.model import format_summary, summarize
 from olmo_exp.schema import RunConfig, run_config
 from olmo_exp.train import ConsoleMode
@@ -160,8 +159,11 @@ class Run:
         if console.rank_from_env() != 0:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"wrote {self.run_dir / 'model_summary.json'} (dry run: no data prep, no training)")
+        write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
+        print(f"wrote {self.run_dir / SUMMARY_FILE} (dry run: no data prep, no training)")
+
+
+SUMMARY_FILE = "model_summary.json"
 
 
 def run_summary(cfg: RunConfig, model_config: TransformerConfig, world: launch.Topology) -> dict[str, Any]:
@@ -241,7 +243,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
     summary = run_summary(cfg, model_config, world)
     if get_rank() == 0:
         log.info("%s", format_resolved(summary["dist"]))
-        (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
+        write_json_atomic(run_dir / SUMMARY_FILE, summary)
         log.info("model:\n%s", format_summary(summary))
 
     # train + dist groups -> train module (parallelizes and initializes the meta-device model)
