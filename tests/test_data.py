@@ -549,8 +549,9 @@ def test_unreachable_hub_fails_at_once(source: DataSource, tmp_path: Path,
     The hf source needs the hub for its rows, a files source for its dolma2 tokenizer."""
     for k in [k for k in os.environ if k.startswith(("HF_", "OLMO_EXP_TOKENIZER"))]:
         monkeypatch.delenv(k)
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)  # read from the env at import
-    monkeypatch.setenv("HF_ENDPOINT", UNREACHABLE_HUB)
+    # Both are read from the env when huggingface_hub is imported.
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", UNREACHABLE_HUB)
     jsonl = _write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "title": "t", "text": "some text"}])
     cfg = DataConfig(source=source, path=str(jsonl) if source == DataSource.files else None,
                      tokenizer="dolma2", output_dir=str(tmp_path / "out"))

@@ -7,17 +7,12 @@ warning logged twice) before the same error; one short request tells us up front
 from __future__ import annotations
 
 import functools
-import os
 
 from huggingface_hub import constants
 
 from olmo_exp.data.errors import DataError
 
 PROBE_TIMEOUT_S = 3.0
-
-
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
 
 
 @functools.cache
@@ -38,9 +33,10 @@ def _probe(endpoint: str) -> str | None:
 
 def hub_unreachable() -> str | None:
     """Why the hub can't be used (offline declared, or no route to it), or None if it can."""
-    if constants.HF_HUB_OFFLINE:  # what the hub client itself obeys (read from the env at its import)
+    # What the hub client itself obeys: HF_HUB_OFFLINE and HF_ENDPOINT, read at its import.
+    if constants.HF_HUB_OFFLINE:
         return "the hub is offline (HF_HUB_OFFLINE)"
-    endpoint = hub_endpoint()
+    endpoint = constants.ENDPOINT
     reason = _probe(endpoint)
     return None if reason is None else f"the hub ({endpoint}) cannot be reached ({reason})"
 
