@@ -291,7 +291,8 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         )
 
     trainer = train.trainer_config(
-        run_dir=run_dir, callbacks=callbacks, flops_per_token=summary["flops_per_token"]
+        run_dir=run_dir, callbacks=callbacks, flops_per_token=summary["flops_per_token"],
+        on_gpu=world.on_gpu,
     ).build(train_module, data_loader)
     is_rank0 = get_rank() == 0  # asked before teardown: afterwards every process says rank 0
     try:

@@ -1,4 +1,4 @@
-"""The ``train`` group: olmo-core's train module, trainer and the callbacks that write a run's files."""
+"""The ``train`` group: olmo-core's train module, trainer and evaluator configs (and wandb's)."""
 
 from __future__ import annotations
 
@@ -108,9 +108,8 @@ class TrainConfig:
         )
 
     def trainer_config(self, *, run_dir: Path, callbacks: dict[str, Any],
-                       flops_per_token: int | None = None) -> TrainerConfig:
+                       flops_per_token: int | None = None, on_gpu: bool = False) -> TrainerConfig:
         """olmo-core's trainer: checkpoints in run_dir/checkpoints, resumed from there when present."""
-        import torch
         from olmo_core.train import Duration, TrainerConfig
         from olmo_core.train.callbacks import (
             CheckpointerCallback,
@@ -131,7 +130,7 @@ class TrainConfig:
             "speed_monitor": SpeedMonitorCallback(num_flops_per_token=flops_per_token),
             "console": ConsoleLoggerCallback(log_interval=self.log_interval),
         }
-        if torch.cuda.is_available():  # peak GPU memory per step ("gpu_memory/..." metrics)
+        if on_gpu:  # peak GPU memory per step ("gpu_memory/..." metrics)
             stock["gpu_memory"] = GPUMemoryMonitorCallback()
         return TrainerConfig(
             save_folder=str(run_dir / "checkpoints"),

@@ -91,6 +91,9 @@ def test_short_run_caps_warmup_and_intervals_at_its_length() -> None:
     assert module.scheduler.warmup == 5
     trainer = train.trainer_config(run_dir=Path("run"), callbacks={})
     assert trainer.callbacks["checkpointer"].save_interval == 5
+    # GPU memory metrics follow the world the run object resolved, not this machine's devices
+    assert "gpu_memory" not in trainer.callbacks
+    assert "gpu_memory" in train.trainer_config(run_dir=Path("run"), callbacks={}, on_gpu=True).callbacks
     evaluator = train.evaluator_config(eval_dataset=None)
     assert (evaluator.eval_interval, evaluator.eval_on_finish) == (5, False)  # once, at step 5
     # a run as long as its warmup or longer is left alone and says nothing
