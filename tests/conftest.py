@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from olmo_exp.files import CONF_DIR
-from olmo_exp.launch import Host, Topology
-from olmo_exp.schema import register
-from olmo_exp.validation import ConfigError
+from olmo_exp.base.errors import ConfigError
+from olmo_exp.base.files import CONF_DIR
+from olmo_exp.cli.registry import register
+from olmo_exp.config.topology import Host, Topology
 
 if TYPE_CHECKING:
-    from olmo_exp.data.config import DataConfig
+    from olmo_exp.config.data import DataConfig
+    from olmo_exp.config.run import RunConfig
     from olmo_exp.data.manifest import Manifest
-    from olmo_exp.schema import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = CONF_DIR
@@ -64,15 +64,15 @@ def compose(overrides: Sequence[str] = (), *, hydra: bool = False,
             search_dir: Path | None = None) -> DictConfig:
     """The config run.py composes from these overrides (``hydra``: with its ``hydra.*`` node;
     ``search_dir``: one more config directory on Hydra's search path)."""
-    from olmo_exp import schema
+    from olmo_exp.config.compose import compose as compose_config
 
     extra = [f"hydra.searchpath=[file://{search_dir}]"] if search_dir is not None else []
-    return schema.compose([*extra, *overrides], return_hydra_config=hydra)
+    return compose_config([*extra, *overrides], return_hydra_config=hydra)
 
 
 def compose_run(*overrides: str, search_dir: Path | None = None) -> RunConfig:
     """:func:`compose`, typed: the RunConfig run.py executes (not validated yet)."""
-    from olmo_exp.schema import RunConfig
+    from olmo_exp.config.run import RunConfig
 
     config = OmegaConf.to_object(compose(overrides, search_dir=search_dir))
     assert isinstance(config, RunConfig)
@@ -82,8 +82,10 @@ def compose_run(*overrides: str, search_dir: Path | None = None) -> RunConfig:
 def assert_one_line_error(overrides: Sequence[str], key: str) -> None:
     """The composed config fails validation with one line that starts with ``key=value``."""
     config = compose_run(*overrides)
+    from olmo_exp.data.check import check_run
+
     with pytest.raises(ConfigError) as err:
-        config.validate(CPU_HOST)
+        check_run(config, CPU_HOST)
     assert err.value.key == key
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{key}=")
@@ -100,7 +102,7 @@ def free_port() -> int:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Every record of a finished run's JSON-lines file; unlike olmo_exp.files.read_jsonl, a torn
+    """Every record of a finished run's JSON-lines file; unlike olmo_exp.base.files.read_jsonl, a torn
     line fails the test instead of being skipped."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from olmo_exp import benchmark_gpu
+from olmo_exp.bench import gpu as benchmark_gpu
 
 # Shrink all three models (uniform, LWS, GQA with 4 KV heads of 8) and the batch; everything else
 # (fsdp, bf16, compile requested, the arms, the raw loop, the JSON) is the GPU command's.
@@ -25,7 +25,7 @@ TINY_MODELS = ["model.d_model=64", "model.n_layers=2", "model.n_heads=8", "model
 def test_benchmark_runs_end_to_end_on_cpu(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     # --budget-s: the 8-minute bound is the GPU's; a shared 2-core CPU may be far slower.
-    args = [sys.executable, "-m", "olmo_exp.benchmark_gpu", "--steps", "3", "--warmup", "1",
+    args = [sys.executable, "-m", "olmo_exp.bench.gpu", "--steps", "3", "--warmup", "1",
             "--peak-tflops", "0.1", "--budget-s", "3000", "--out", str(out), *TINY_MODELS,
             f"data.output_dir={data_dir}"]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=3000,
@@ -92,7 +92,7 @@ def test_ratios_skip_failed_arms_and_peaks_by_device_name() -> None:
 
 def test_an_earlier_benchmark_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "uniform-olmo-exp").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "olmo_exp.benchmark_gpu", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "olmo_exp.bench.gpu", "--out", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "holds an earlier benchmark" in proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["uniform-olmo-exp"]

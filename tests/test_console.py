@@ -14,7 +14,8 @@ import pytest
 from conftest import REPO, TINY, compose, losses, read_jsonl
 from omegaconf import OmegaConf
 
-from olmo_exp import console, usage
+from olmo_exp.cli import usage
+from olmo_exp.runtime import console
 
 # "12:04:05 step 3/6 · loss 8.46 · ..." on the console; the same after the file log's prefix.
 CONSOLE_STEP = re.compile(r"^\d\d:\d\d:\d\d (step .*)$")
@@ -78,7 +79,7 @@ def test_noise_filters_drop_only_the_listed_messages(caplog: pytest.LogCaptureFi
     logging.getLogger("olmo_core.utils").warning("Will skip setting env var 'OTHER' since ...")
     logging.getLogger("olmo_core.nn.attention.te_attn_api").warning(
         "transformer_engine unavailable, disabling TE attention: No module named 'x'")
-    logging.getLogger("olmo_exp.train").warning("transformer_engine unavailable (our own)")
+    logging.getLogger("olmo_exp.config.train").warning("transformer_engine unavailable (our own)")
     logging.getLogger("somewhere.else").warning("transformer_engine unavailable elsewhere")
     assert [r.getMessage() for r in caplog.records] == [
         "Will skip setting env var 'OTHER' since ...",
@@ -92,7 +93,7 @@ def test_noise_filters_drop_only_the_listed_messages(caplog: pytest.LogCaptureFi
         console.install_noise_filters()  # its filters go in front of "always"
         warnings.warn_explicit(message, UserWarning, "utils.py", 1,
                                module="torch.distributed.checkpoint.utils")
-        warnings.warn_explicit(message, UserWarning, "x.py", 1, module="olmo_exp.callbacks")
+        warnings.warn_explicit(message, UserWarning, "x.py", 1, module="olmo_exp.runtime.callbacks")
         warnings.warn_explicit("something unknown", UserWarning, "utils.py", 1,
                                module="torch.distributed.checkpoint.utils")
     assert [(str(w.message), w.filename) for w in caught] == [
@@ -136,7 +137,7 @@ def test_a_failing_rank_reaches_the_console_with_its_rank(run_cli, tmp_path: Pat
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(
         "import os\n"
-        "import olmo_exp.launch as launch\n"
+        "import olmo_exp.runtime.launch as launch\n"
         "_join = launch.init_distributed\n"
         "def init_distributed(cfg, *, seed):\n"
         "    _join(cfg, seed=seed)\n"
@@ -154,7 +155,7 @@ def test_a_failing_rank_reaches_the_console_with_its_rank(run_cli, tmp_path: Pat
     assert "joined gloo process group" in proc.stdout  # rank 0 on the console, once
     assert proc.stdout.count("joined gloo process group") == 1
     rank1 = "".join(p.read_text() for p in (run_dir / "logs").glob("*/attempt_0/1/std*.log"))
-    assert re.search(r"\[rank 1\] .* ERROR olmo_exp.experiment: rank 1 failed\nTraceback", rank1)
+    assert re.search(r"\[rank 1\] .* ERROR olmo_exp.runtime.run: rank 1 failed\nTraceback", rank1)
     assert "RuntimeError: disk full on rank one" in rank1
 
 

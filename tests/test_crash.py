@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import REPO, TINY, losses, read_jsonl
 
-from olmo_exp.report import read_metrics
+from olmo_exp.sweep.report import read_metrics
 
 # LWS (heterogeneous blocks) so that resuming is checked on per-layer shapes too; samples every 2
 # steps, checkpoints every 3: the stop at 9 adds one sample of its own.

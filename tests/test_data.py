@@ -19,14 +19,14 @@ import pytest
 from conftest import compose_run
 from huggingface_hub import constants as hf_constants
 
+from olmo_exp.base.errors import ConfigError, DataError
+from olmo_exp.config.data import DataConfig, DataSource, sample_dump_path
 from olmo_exp.data.clean import clean_wikitext
-from olmo_exp.data.config import DataConfig, DataSource
-from olmo_exp.data.errors import DataError
 from olmo_exp.data.manifest import MANIFEST, Manifest
-from olmo_exp.data.prep import config_dict, load_tokenizer, prepare
-from olmo_exp.data.sources import is_validation, iter_dump, sample_dump_path
+from olmo_exp.data.pipeline import config_dict
+from olmo_exp.data.prep import load_tokenizer, prepare
+from olmo_exp.data.sources import is_validation, iter_dump
 from olmo_exp.data.tokenizer import tokenizer_info
-from olmo_exp.validation import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO.parent / "shared" / "testdata"
@@ -279,8 +279,8 @@ needs_testdata = pytest.mark.skipif(
 
 @pytest.fixture(scope="session")
 def cleaned(raw_articles: list[dict]) -> list[dict]:
-    from olmo_exp.data.prep import ordered_map
     from olmo_exp.data.sources import clean_records
+    from olmo_exp.data.workers import ordered_map
 
     batches = [raw_articles[i : i + 8] for i in range(0, len(raw_articles), 8)]
     return [a for b in ordered_map(clean_records, batches, 2) for a in b]
@@ -491,7 +491,7 @@ def test_killed_prep_is_not_taken_as_complete(tmp_path: Path) -> None:
         num_workers=1,
     )
     code = (
-        "import sys; from olmo_exp.data.config import DataConfig; from olmo_exp.data.prep import prepare; "
+        "import sys; from olmo_exp.config.data import DataConfig; from olmo_exp.data.prep import prepare; "
         f"prepare(DataConfig(**{config_dict(cfg)!r}))"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

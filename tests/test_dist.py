@@ -34,10 +34,13 @@ from conftest import (
     read_jsonl,
 )
 
-from olmo_exp import console, launch
-from olmo_exp.dist import DistConfig, ShardStrategy, Strategy
-from olmo_exp.launch import Host, Topology, fsdp_hooks, launcher_env, resolve_topology
-from olmo_exp.validation import ConfigError
+from olmo_exp.base.errors import ConfigError
+from olmo_exp.config import topology as topo
+from olmo_exp.config.compose import shared_run_id
+from olmo_exp.config.dist import DistConfig, ShardStrategy, Strategy
+from olmo_exp.config.topology import Host, Topology, launcher_env, resolve_topology
+from olmo_exp.runtime import console, launch
+from olmo_exp.runtime.launch import fsdp_hooks
 
 # Small enough that 2 ranks on 2 cores spend their time in the real code paths, not in matmuls.
 PLAIN = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4"]
@@ -72,16 +75,16 @@ def assert_same_losses(got: dict[int, float], want: dict[int, float], steps: lis
 def _cpu_not_launched(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The tests run outside any launcher and on CPU over gloo (exact fp32 equality, 2 ranks on
     one host), whatever the machine has: ranks they start see no GPU, and so does this process's
-    launch.host(), read afresh for each test."""
+    topo.host(), read afresh for each test."""
     import torch
 
     for key in LAUNCH_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    launch.host.cache_clear()
+    topo.host.cache_clear()
     yield
-    launch.host.cache_clear()
+    topo.host.cache_clear()
 
 
 # -- fast: configuration ------------------------------------------------------------------------
@@ -213,9 +216,9 @@ def test_precision_and_compile_follow_the_device(strategy: Strategy) -> None:
     assert DistConfig(strategy=Strategy.fsdp).resolved_shard_strategy == ShardStrategy.FULL_SHARD
     assert DistConfig(strategy=Strategy.fsdp, nproc_per_node=2).param_shard_degree(2) == 2
     assert DistConfig(strategy=Strategy.ddp, nproc_per_node=2).param_shard_degree(2) == 1
-    assert launch.backend_for(DistConfig(), cpu_world()) is None
-    assert launch.backend_for(DistConfig(strategy=Strategy.fsdp), cpu_world()) == "gloo"
-    assert launch.backend_for(DistConfig(strategy=Strategy.fsdp), gpu_world(2)) == "cuda:nccl,cpu:gloo"
+    assert topo.backend_for(DistConfig(), cpu_world()) is None
+    assert topo.backend_for(DistConfig(strategy=Strategy.fsdp), cpu_world()) == "gloo"
+    assert topo.backend_for(DistConfig(strategy=Strategy.fsdp), gpu_world(2)) == "cuda:nccl,cpu:gloo"
 
 
 @pytest.mark.slow
@@ -266,12 +269,12 @@ def test_launcher_detection(monkeypatch: pytest.MonkeyPatch) -> None:
     world = resolve_topology(fsdp, torchrun)
     assert (world.launched.kind, world.nproc_per_node, world.world_size) == ("torchrun", 2, 2)
     assert not world.spawns
-    fsdp.validate_world(world)
+    topo.validate_world(fsdp, world)
     with pytest.raises(ConfigError, match="dist.nproc_per_node=4 .*torchrun started 2"):
         cfg = DistConfig(strategy=Strategy.fsdp, nproc_per_node=4)
-        cfg.validate_world(resolve_topology(cfg, torchrun))
+        topo.validate_world(cfg, resolve_topology(cfg, torchrun))
     with pytest.raises(ConfigError, match="dist.strategy='single'"):
-        DistConfig().validate_world(resolve_topology(DistConfig(), torchrun))
+        topo.validate_world(DistConfig(), resolve_topology(DistConfig(), torchrun))
 
     # A task of a submitit SLURM job of 4 tasks on 2 nodes (what submitit's sbatch script and srun set)
     for key, value in {"SLURM_JOB_ID": "7", "SLURM_PROCID": "3", "SLURM_NTASKS": "4",
@@ -285,7 +288,7 @@ def test_launcher_detection(monkeypatch: pytest.MonkeyPatch) -> None:
         "slurm", 4, 2, 2)
     assert console.rank_from_env() == 3
     two_nodes = DistConfig(strategy=Strategy.fsdp, nodes=2)
-    two_nodes.validate_world(resolve_topology(two_nodes, Host(env, gpus=0)))
+    topo.validate_world(two_nodes, resolve_topology(two_nodes, Host(env, gpus=0)))
     monkeypatch.setenv("SLURM_NTASKS", "1")  # a job of one task: run.py starts its own ranks
     assert launcher_env() is None
 
@@ -314,22 +317,22 @@ def test_null_nproc_single_is_one_rank_others_take_every_gpu(gpus: int) -> None:
 def test_default_command_validates_on_a_multi_gpu_host(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)  # launch.host() not read yet
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)  # topo.host() not read yet
     compose_run().validate()  # `python run.py` on 8 GPUs: dist=single trains on one of them
-    assert launch.topology(compose_run().dist).world_size == 1
+    assert topo.topology(compose_run().dist).world_size == 1
     fsdp = compose_run("dist=fsdp", "train.global_batch_size=16", "train.micro_batch_size=2").dist
-    assert launch.topology(fsdp).world_size == 8  # dist=fsdp takes the whole node
+    assert topo.topology(fsdp).world_size == 8  # dist=fsdp takes the whole node
     with pytest.raises(ConfigError, match="dist.nproc_per_node=9 .*8 GPU"):
         compose_run("dist=fsdp", "dist.nproc_per_node=9").validate()
 
 
 def test_host_is_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    first = launch.host()
+    first = topo.host()
     assert first.launched is None
     # What init_distributed exports for olmo-core later in the process changes nothing.
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert launch.host() is first and not launch.already_launched()
+    assert topo.host() is first and not topo.already_launched()
 
 
 FSDP_ONE_RANK = ("dist=fsdp: world size 1 (no GPU on this host), so nothing is sharded or "
@@ -338,12 +341,12 @@ FSDP_ONE_RANK = ("dist=fsdp: world size 1 (no GPU on this host), so nothing is s
 
 
 def test_one_rank_fsdp_notice() -> None:
-    assert launch.lone_rank_notice(DistConfig(strategy=Strategy.fsdp), cpu_world()) == FSDP_ONE_RANK
-    assert launch.lone_rank_notice(DistConfig(strategy=Strategy.fsdp), cpu_world(2)) is None
-    assert launch.lone_rank_notice(DistConfig(strategy=Strategy.fsdp, nproc_per_node=1),
+    assert topo.lone_rank_notice(DistConfig(strategy=Strategy.fsdp), cpu_world()) == FSDP_ONE_RANK
+    assert topo.lone_rank_notice(DistConfig(strategy=Strategy.fsdp), cpu_world(2)) is None
+    assert topo.lone_rank_notice(DistConfig(strategy=Strategy.fsdp, nproc_per_node=1),
                                    cpu_world()) is None  # asked for explicitly
-    assert launch.lone_rank_notice(DistConfig(), cpu_world()) is None
-    assert "(1 GPU on this host)" in launch.lone_rank_notice(DistConfig(strategy=Strategy.ddp),
+    assert topo.lone_rank_notice(DistConfig(), cpu_world()) is None
+    assert "(1 GPU on this host)" in topo.lone_rank_notice(DistConfig(strategy=Strategy.ddp),
                                                              gpu_world(1))
 
 
@@ -354,17 +357,17 @@ def test_one_rank_fsdp_says_so_once(run_cli, tmp_path: Path) -> None:
 
 
 def test_shared_run_id_names_one_launch_identically(monkeypatch: pytest.MonkeyPatch) -> None:
-    code = "from olmo_exp.launch import shared_run_id; print(shared_run_id())"
+    code = "from olmo_exp.config.compose import shared_run_id; print(shared_run_id())"
     env = {**os.environ, "TORCHELASTIC_RUN_ID": "none"}  # plain torchrun, static rendezvous
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
     ids = {proc.communicate(timeout=120)[0].strip() for proc in procs}
     assert len(ids) == 1 and next(iter(ids)) != "none"  # same parent (here: pytest) -> same dir
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc123")
-    assert launch.shared_run_id() == "abc123"  # c10d / --standalone: torchrun's own id
+    assert shared_run_id() == "abc123"  # c10d / --standalone: torchrun's own id
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
     monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
-    assert launch.shared_run_id() == "none"  # several nodes: the only id they share
+    assert shared_run_id() == "none"  # several nodes: the only id they share
 
 
 # -- slow: real 2-rank training -----------------------------------------------------------------
@@ -413,7 +416,7 @@ class Runs:
         return self.done[name]
 
     def execute(self, *overrides: str, run_dir: Path) -> None:
-        from olmo_exp.experiment import Run
+        from olmo_exp.runtime.run import Run
 
         config = compose_run(f"data.output_dir={self.data_dir}", *TINY, *overrides)
         saved = os.environ.get("OMP_NUM_THREADS")
@@ -540,7 +543,7 @@ def test_torchrun_ranks_share_one_run_dir(runs: Runs) -> None:
 
 def _dying_worker(config_dict: dict[str, Any], run_dir: str, data_dir: str) -> None:
     """The real training worker; rank 1 dies abruptly once training has logged a step."""
-    from olmo_exp.experiment import train_worker
+    from olmo_exp.runtime.worker import train_worker
 
     if os.environ["RANK"] == "1":
         metrics = Path(run_dir) / "metrics.jsonl"

@@ -14,8 +14,8 @@ from conftest import REPO, free_port, read_jsonl
 SCRIPT = r"""
 import os, socket, torch, torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
-from olmo_exp.callbacks import generate_ids
-from olmo_exp.model import ModelConfig
+from olmo_exp.runtime.generation import generate_ids
+from olmo_exp.config.model import ModelConfig
 
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
@@ -62,8 +62,8 @@ def test_generation_under_fsdp_matches_and_keeps_shard_grad_op() -> None:
 LOCKSTEP = r"""
 import os, sys, datetime, torch, torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
-from olmo_exp.callbacks import generate_ids
-from olmo_exp.model import ModelConfig
+from olmo_exp.runtime.generation import generate_ids
+from olmo_exp.config.model import ModelConfig
 
 rank, port = int(os.environ["RANK"]), os.environ["PORT"]
 dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
@@ -153,7 +153,7 @@ class FixedLogits(torch.nn.Module):
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_temperature_samples_the_tempered_distribution(temperature: float) -> None:
-    from olmo_exp.callbacks import generate_ids
+    from olmo_exp.runtime.generation import generate_ids
 
     probs = [0.6, 0.3, 0.1]
     n = 2000  # one sample of n tokens = n independent draws (the logits ignore the prefix)
@@ -181,9 +181,9 @@ def test_generate_temperature_reaches_the_samples(tmp_path) -> None:
     step samples the same text), not greedy, and greedy (0) ignores the seed."""
     from types import SimpleNamespace
 
-    from olmo_exp.callbacks import GenerationCallback
-    from olmo_exp.generate import GenerateConfig
-    from olmo_exp.model import ModelConfig
+    from olmo_exp.config.generate import GenerateConfig
+    from olmo_exp.config.model import ModelConfig
+    from olmo_exp.runtime.generation import GenerationCallback
 
     torch.manual_seed(0)
     model = ModelConfig(d_model=64, n_layers=2, n_heads=4).build_config(256).build(init_device="cpu")

@@ -1,4 +1,4 @@
-"""Sweeps through ``hydra/launcher=slurm|local`` (olmo_exp.slurm), without a SLURM cluster.
+"""Sweeps through ``hydra/launcher=slurm|local`` (olmo_exp.sweep.launcher), without a SLURM cluster.
 
 Fast: the launcher YAMLs compose to the resources a job asks for; every sweep point is validated
 with its job's rank layout; the launcher's refusals (an invalid point, no sbatch, no -m) are one
@@ -23,8 +23,9 @@ import pytest
 from conftest import REPO, TINY, cli, compose, compose_run, losses, read_jsonl
 from omegaconf import OmegaConf
 
-from olmo_exp.slurm import tasks_per_node, validate_for_layout
-from olmo_exp.validation import ConfigError
+from olmo_exp.base.errors import ConfigError
+from olmo_exp.config.compose import tasks_per_node
+from olmo_exp.sweep.launcher import validate_for_layout
 
 PLAIN = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4"]
 
@@ -236,8 +237,8 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
 @pytest.mark.slow  # starts processes
 def test_wandb_run_id_is_per_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two sweeps' job #0 never share a wandb run; a requeued job (same run dir) continues its own."""
-    from olmo_exp.callbacks import WandbLogCallback
-    from olmo_exp.train import WandbConfig, WandbMode
+    from olmo_exp.config.wandb import WandbConfig, WandbMode
+    from olmo_exp.runtime.callbacks import WandbLogCallback
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     config = WandbConfig(enabled=True, mode=WandbMode.offline, group="multirun/sweep-a")
@@ -255,8 +256,8 @@ def test_wandb_run_id_is_per_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_a_failed_jobs_cause_is_never_a_peers_echo() -> None:
     """One list of echoes (launch.is_echo) for the spawn failure line and the SLURM job line."""
-    from olmo_exp.launch import is_echo
-    from olmo_exp.slurm import _root_cause
+    from olmo_exp.runtime.launch import is_echo
+    from olmo_exp.sweep.failures import root_cause as _root_cause
 
     real = "ValueError: model.d_model is not what the checkpoint holds"
     for echo in ("RuntimeError: Connection closed by peer [127.0.0.1]:29500",

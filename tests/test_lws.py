@@ -12,10 +12,10 @@ from conftest import TINY, compose_run, losses
 from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from olmo_exp.lws import LWSConfig, layer_scalars, make_divisible
-from olmo_exp.model import ModelConfig
-from olmo_exp.schema import check_overrides
-from olmo_exp.validation import ConfigError
+from olmo_exp.base.errors import ConfigError
+from olmo_exp.cli.overrides import check_overrides
+from olmo_exp.config.lws import LWSConfig, layer_scalars, make_divisible
+from olmo_exp.config.model import ModelConfig
 
 VOCAB = 512  # small embeddings: these tests are about the blocks
 

@@ -36,7 +36,7 @@ def _run(installed: Path, tmp_path: Path, *args: str) -> subprocess.CompletedPro
 
 
 def test_installed_wheel_finds_its_configs_sweeps_and_readme(installed: Path, tmp_path: Path) -> None:
-    where = _run(installed, tmp_path, "-c", "import olmo_exp.files as f; print(f.CONF_DIR)")
+    where = _run(installed, tmp_path, "-c", "import olmo_exp.base.files as f; print(f.CONF_DIR)")
     assert where.stdout.strip() == str(installed / "olmo_exp" / "conf"), where.stderr
     help_ = _run(installed, tmp_path, "-m", "olmo_exp", "--help")
     assert help_.returncode == 0, help_.stderr

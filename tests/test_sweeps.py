@@ -14,10 +14,10 @@ import pytest
 from conftest import REPO, TINY, cli, compose, read_jsonl
 from omegaconf import OmegaConf
 
-from olmo_exp import match
-from olmo_exp.report import expand_jobs
-from olmo_exp.schema import SWEEPS_DIR
-from olmo_exp.validation import ConfigError
+from olmo_exp.base.errors import ConfigError
+from olmo_exp.base.files import SWEEPS_DIR
+from olmo_exp.sweep import match
+from olmo_exp.sweep.report import expand_jobs
 
 PRESETS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
@@ -196,10 +196,10 @@ def test_report_png_is_readable(two_point_sweep: Path) -> None:
 
 @pytest.mark.slow  # starts processes
 def test_regenerate_from_run_dirs_alone(two_point_sweep: Path, tmp_path: Path) -> None:
-    """python -m olmo_exp.report gives the same report, also for a half-written run."""
+    """python -m olmo_exp.sweep.report gives the same report, also for a half-written run."""
     copy = tmp_path / "sweep"
     shutil.copytree(two_point_sweep, copy, ignore=shutil.ignore_patterns("report.*", "checkpoints"))
-    proc = subprocess.run([sys.executable, "-m", "olmo_exp.report", str(copy)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "olmo_exp.sweep.report", str(copy)], cwd=REPO,
                           capture_output=True, text=True, check=True)
     assert "| 0 | model.n_layers=1 | finished" in proc.stdout
     original = read_csv(two_point_sweep / "report.csv")
@@ -216,7 +216,7 @@ def test_regenerate_from_run_dirs_alone(two_point_sweep: Path, tmp_path: Path) -
     multirun.hydra.overrides.task = [o.replace("model.n_layers=1,2", "model.n_layers=1,2,3")
                                      for o in multirun.hydra.overrides.task]
     OmegaConf.save(multirun, copy / "multirun.yaml")
-    subprocess.run([sys.executable, "-m", "olmo_exp.report", str(copy)], cwd=REPO,
+    subprocess.run([sys.executable, "-m", "olmo_exp.sweep.report", str(copy)], cwd=REPO,
                    capture_output=True, text=True, check=True)
     rows = read_csv(copy / "report.csv")
     assert [(r["job"], r["status"], r["overrides"]) for r in rows] == [
@@ -251,7 +251,7 @@ def test_a_job_that_raised_is_failed_with_its_first_line(tmp_path: Path) -> None
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from olmo_exp.report import SweepReportCallback
+    from olmo_exp.sweep.report import SweepReportCallback
 
     cfg = compose(["train.max_steps=4"], hydra=True)
     sweep_dir = tmp_path / "sweep"

@@ -1,5 +1,6 @@
-"""Data: dump/HF/files -> clean text -> tokenizer -> headerless token shards + manifest.json.
+"""Data: dump/HF/files -> clean text -> tokenizer -> headerless token shards + ``manifest.json``,
+and ``check`` (the run's checks that read a tokenizer).
 
-Composing and validating a config imports only ``olmo_exp.data.config`` (and ``tokenizer`` for the
-vocab); the preparation stack (mwparserfromhell, datasets, tokenizers) loads in ``prep``.
+May import ``olmo_exp.config`` and ``olmo_exp.base``. The preparation stack (mwparserfromhell,
+datasets, tokenizers) loads in ``prep``, only once a run really prepares data.
 """

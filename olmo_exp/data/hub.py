@@ -10,7 +10,7 @@ import functools
 
 from huggingface_hub import constants
 
-from olmo_exp.data.errors import DataError
+from olmo_exp.base.errors import DataError
 
 PROBE_TIMEOUT_S = 3.0
 

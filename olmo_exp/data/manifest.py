@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from olmo_exp.data.errors import DataError
+from olmo_exp.base.errors import DataError
+from olmo_exp.base.files import sha256_file
 from olmo_exp.data.tokenizer import TokenizerInfo, dtype_for_vocab
-from olmo_exp.files import sha256_file
 
 if TYPE_CHECKING:
     from olmo_core.data import NumpyDatasetConfig, NumpyDatasetDType

@@ -11,7 +11,6 @@ import bz2
 import glob
 import gzip
 import hashlib
-import importlib.util
 import itertools
 import json
 import os
@@ -21,23 +20,10 @@ from pathlib import Path
 from typing import IO, Any
 from xml.etree import ElementTree
 
-from olmo_exp.data.config import DataConfig, DataSource
-from olmo_exp.data.errors import DataError
+from olmo_exp.base.errors import DataError
+from olmo_exp.config.data import SAMPLE_DUMP, DataConfig, DataSource, sample_dump_path
 
-SAMPLE_DUMP = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 Record = dict[str, Any]
-
-
-def sample_dump_path() -> Path | None:
-    """The enwiki sample dump inside the installed gensim wheel, found without importing gensim."""
-    spec = importlib.util.find_spec("gensim")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        path = Path(loc) / SAMPLE_DUMP
-        if path.is_file():
-            return path
-    return None
 
 
 def source_paths(cfg: DataConfig) -> list[Path]:

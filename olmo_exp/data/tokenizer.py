@@ -18,39 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from olmo_exp.data.config import DataConfig
-from olmo_exp.data.errors import DataError
-from olmo_exp.files import atomic_path, sha256_file
+from olmo_exp.base.errors import DataError
+from olmo_exp.base.files import atomic_path, sha256_file
+from olmo_exp.config.data import KNOWN_TOKENIZERS, DataConfig
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 BPE_SPECIALS = (EOS_TOKEN, PAD_TOKEN)  # ids 0 and 1 in the trained BPE
 TOKENIZER_DIR_ENV = "OLMO_EXP_TOKENIZER_DIR"
 _CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
-
-
-@dataclass(frozen=True)
-class _Known:
-    hub: str
-    files: tuple[str, ...]
-    vocab_size: int
-    eos_token_id: int
-    pad_token_id: int
-    tiktoken: str | None = None
-
-
-KNOWN_TOKENIZERS: dict[str, _Known] = {
-    "dolma2": _Known(
-        "allenai/dolma2-tokenizer",
-        ("allenai_dolma2.json", "allenai_dolma2-tokenizer.json"),
-        100278, 100257, 100277, tiktoken="cl100k_base",
-    ),
-    "gpt_neox_olmo_dolma_v1_5": _Known(
-        "allenai/gpt-neox-olmo-dolma-v1_5",
-        ("allenai_gpt-neox-olmo-dolma-v1_5.json",),
-        50280, 50279, 1,
-    ),
-}  # fmt: skip
 
 
 @dataclass(frozen=True)

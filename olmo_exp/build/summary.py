@@ -1,0 +1,101 @@
+"""``model_summary.json`` and the run's header line: the built olmo-core model at the run's sequence
+length and sharding, per-layer geometry, and what the dist group's nulls became on this host."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from olmo_exp.config.dist import DistConfig
+from olmo_exp.config.model import ModelConfig
+from olmo_exp.config.run import RunConfig
+from olmo_exp.config.topology import Topology, backend_for
+
+if TYPE_CHECKING:
+    from olmo_core.nn.transformer import TransformerConfig
+
+
+
+def summarize(cfg: ModelConfig, config: TransformerConfig, *, sequence_length: int,
+              shard_degree: int = 1) -> dict:
+    """``model_summary.json``: per-layer geometry and parameter counts, totals, FLOPs per token."""
+    import torch
+
+    blocks = config.resolved_block_configs
+    layers = []
+    ffn = config.block.feed_forward.hidden_size  # the built config's: no second build
+    for spec, block in zip(cfg.layer_specs(ffn_hidden_size=ffn), blocks, strict=True):
+        layers.append({**spec.as_dict(), "params": block.num_params(config.d_model)})
+    with torch.device("meta"):
+        model = config.build(init_device="meta")
+    n_params = config.num_params
+    # fp32 weights + grads + AdamW's two moments; sharded by FSDP, replicated otherwise.
+    train_state_bytes = 16 * n_params // shard_degree
+    return {
+        "name": cfg.name,
+        "d_model": config.d_model,
+        "n_layers": config.n_layers,
+        "vocab_size": config.vocab_size,
+        "sequence_length": sequence_length,
+        "lws": {k: getattr(cfg.lws, k) for k in ("name", "qkv_scalars", "fnn_scalars",
+                                                 "output_scalars", "ffn_multiple_of")},
+        "layers": layers,
+        "n_params": n_params,
+        "n_non_embedding_params": config.num_non_embedding_params,
+        "flops_per_token": model.num_flops_per_token(sequence_length),
+        "train_state_bytes_per_rank": train_state_bytes,
+        "shard_degree": shard_degree,
+    }
+
+
+
+def format_summary(summary: dict) -> str:
+    """The per-layer table a user reads before spending GPU hours."""
+    head = f"{'layer':>5} {'heads':>5} {'kv':>4} {'hdim':>5} {'ffn':>7} {'scale':>6} {'params':>12}"
+    rows = [head, "-" * len(head)]
+    for r in summary["layers"]:
+        rows.append(
+            f"{r['index']:>5} {r['n_heads']:>5} {r['n_kv_heads']:>4} {r['head_dim']:>5} "
+            f"{r['ffn_hidden_size']:>7} {r['output_scale']:>6.2f} {r['params']:>12,}"
+        )
+    gib = summary["train_state_bytes_per_rank"] / 2**30
+    rows += [
+        "-" * len(head),
+        f"params {summary['n_params']:,} (non-embedding {summary['n_non_embedding_params']:,}); "
+        f"FLOPs/token {summary['flops_per_token']:,} at seq {summary['sequence_length']}",
+        f"memory per rank (fp32 weights+grads+AdamW, shard degree {summary['shard_degree']}): "
+        f"{gib:.3f} GiB, plus activations",
+    ]
+    return "\n".join(rows)
+
+
+SUMMARY_FILE = "model_summary.json"
+
+
+
+def run_summary(cfg: RunConfig, model_config: TransformerConfig, world: Topology) -> dict[str, Any]:
+    """model_summary.json: the built model at the run's sequence length and sharding, and ``dist``."""
+    return {**summarize(cfg.model, model_config, sequence_length=cfg.data.sequence_length,
+                        shard_degree=cfg.dist.param_shard_degree(world.world_size)),
+            "dist": resolved_dist(cfg.dist, world)}
+
+
+
+def resolved_dist(dist: DistConfig, world: Topology) -> dict[str, Any]:
+    """What the dist group's nulls became on this host (model_summary.json's ``dist``)."""
+    import torch
+
+    return {
+        "strategy": dist.strategy.value,
+        "world_size": world.world_size,
+        "backend": backend_for(dist, world),
+        "precision": dist.precision(world.on_gpu),
+        "compile": dist.compile_enabled(world.on_gpu),
+        "device": torch.cuda.get_device_name(0) if world.on_gpu else "cpu",
+    }
+
+
+
+def format_resolved(resolved: dict[str, Any]) -> str:
+    """The run's header line: tells runs on different hosts apart at a glance."""
+    return "run: " + " ".join(f"{k}={v}" if k != "device" else f"{k}={v!r}"
+                              for k, v in resolved.items())

@@ -1,0 +1,32 @@
+"""What Hydra must know before it starts: the config schemas and resolvers, our launchers in its
+plugin registry, and the ``--help`` resolver. Called by every entry point and by the sweep jobs."""
+
+from __future__ import annotations
+
+from olmo_exp.cli import usage
+from olmo_exp.config.compose import register_schemas
+from olmo_exp.sweep.launcher import LocalLauncher, SlurmLauncher
+
+# The launchers' names in conf/hydra/launcher/*.yaml (``_target_``). Hydra 1.3 instantiates a
+# launcher only under a ``hydra_plugins.`` name found in its plugin registry.
+PLUGIN_NAMES = {"slurm": "hydra_plugins.olmo_exp_launcher.SlurmLauncher",
+                "local": "hydra_plugins.olmo_exp_launcher.LocalLauncher"}
+
+
+def register_launchers() -> None:
+    """Put the launchers in Hydra's plugin registry under their ``hydra_plugins.`` names.
+
+    The classes stay in :mod:`olmo_exp.sweep.launcher` (jobs unpickle them from there); no
+    ``hydra_plugins`` package has to be installed.
+    """
+    from hydra.core.plugins import Plugins
+
+    registry = Plugins.instance().class_name_to_class
+    registry[PLUGIN_NAMES["slurm"]] = SlurmLauncher
+    registry[PLUGIN_NAMES["local"]] = LocalLauncher
+
+
+def register(app: str = "run") -> None:
+    register_schemas()
+    register_launchers()
+    usage.register(app)  # ${olmo_help:...} in hydra.help.template

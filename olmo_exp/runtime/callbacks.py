@@ -1,0 +1,243 @@
+"""olmo-core trainer callbacks that write a run's files and metrics (``metrics.jsonl``, wandb, the
+console line, per-rank state bytes) and stop a job on its time-limit signal.
+
+Kept apart from the config modules (``train``, ``dist``, ``generate``), which must compose and
+validate without importing olmo-core's training stack.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from olmo_core.distributed.utils import (
+    all_reduce_value,
+    get_rank,
+    get_world_size,
+    is_distributed,
+)
+from olmo_core.train.callbacks import Callback, ConsoleLoggerCallback
+from olmo_core.train.common import ReduceType
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule
+from torch.distributed.tensor import DTensor
+
+from olmo_exp.base.files import truncate_to_step, write_jsonl_atomic
+from olmo_exp.config.wandb import WandbConfig
+from olmo_exp.runtime import preemption
+from olmo_exp.runtime.console import StepConsole
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MetricsFileCallback(Callback):
+    """Writes one JSON object per logged step (olmo-core's metric names) to ``metrics.jsonl``, rank 0.
+
+    The file is the truth at every moment (a kill leaves whole records): a step's record is appended
+    when the step is first logged; olmo-core may log one step again (eval or checkpoint metrics
+    after the step's own, the restored step after a resume), and those are merged into the step's
+    record by an atomic rewrite. At the start of training, records past the step training starts
+    from are dropped (they are trained and logged again).
+    """
+
+    path: Path = field(default_factory=lambda: Path("metrics.jsonl"))
+    _records: list[dict[str, Any]] = field(default_factory=list)
+
+    def pre_train(self) -> None:
+        if get_rank() == 0:
+            self._records = truncate_to_step(self.path, self.trainer.global_step)
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if get_rank() != 0:
+            return
+        values = {k: float(v) for k, v in metrics.items()}
+        if self._records and self._records[-1].get("step") == step:
+            self._records[-1].update(values, wall_time=time.time())
+            write_jsonl_atomic(self.path, self._records)
+            return
+        record = {"step": step, **values, "wall_time": time.time()}
+        self._records.append(record)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")  # one write: whole, or torn and dropped on resume
+
+
+@dataclass
+class WandbLogCallback(Callback):
+    """Plain ``wandb.log`` from rank 0 (olmo-core's WandBCallback fails at finish with wandb >= 0.29)."""
+
+    config: WandbConfig = field(default_factory=WandbConfig)
+    run_dir: Path = field(default_factory=Path)
+    """wandb's own files (offline runs included) go under run_dir/wandb."""
+    run_name: str = ""
+    run_config: dict[str, Any] = field(default_factory=dict)
+    _run: Any = None
+
+    def pre_train(self) -> None:
+        if get_rank() != 0:
+            return
+        import wandb
+
+        # One wandb run per run dir: a new id the first time, the same one when the run dir
+        # resumes (a requeued job), never another sweep's run with the same job number.
+        id_file = self.run_dir / "wandb_run_id"
+        if not id_file.exists():
+            id_file.write_text(uuid.uuid4().hex[:12])
+        self._run = wandb.init(
+            project=self.config.project, entity=self.config.entity, group=self.config.group,
+            name=self.run_name, config=self.run_config, mode=self.config.mode.value,
+            resume="allow", id=id_file.read_text().strip(), dir=str(self.run_dir),
+        )
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if self._run is not None:
+            self._run.log(dict(metrics), step=step)
+
+    def close(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
+
+@dataclass
+class RequeueCallback(Callback):
+    """Stops training on every rank after the same step once the time-limit/preemption signal came.
+
+    The signal reaches the ranks at different moments (or only some of them): after each step the
+    ranks agree (max of a flag over the job) and all cancel the run together, so olmo-core's
+    checkpointer saves that very step in ``post_train`` and the requeued job loses nothing.
+    """
+
+    def pre_train(self) -> None:
+        preemption.set_phase("training")
+
+    def post_train(self) -> None:
+        preemption.set_phase("done")
+
+    def post_step(self) -> None:
+        signaled = 1 if preemption.signal_received() else 0
+        if is_distributed() and get_world_size() > 1:
+            signaled = int(all_reduce_value(signaled, torch.device("cpu"),
+                                            op=torch.distributed.ReduceOp.MAX))
+        if signaled:
+            log.warning("time-limit/preemption signal: stopping at step %d to checkpoint it",
+                        self.step)
+            self.trainer.cancel_run("time-limit/preemption signal", no_sync=True)
+
+
+# -- memory accounting ------------------------------------------------------------------------
+
+
+def _local_and_global_bytes(t: Any) -> tuple[int, int]:
+    if isinstance(t, DTensor):
+        local = t.to_local()
+        return local.numel() * local.element_size(), t.numel() * t.element_size()
+    n = t.numel() * t.element_size()
+    return n, n
+
+
+def state_bytes(model: Any, optim: Any) -> tuple[int, int]:
+    """(bytes this rank holds, bytes one unsharded copy holds) of parameters + optimizer state.
+
+    FSDP params and their AdamW state are DTensors: the local shard vs. the global tensor. Under
+    DDP/single both numbers are equal (every rank holds everything).
+    """
+    local = total = 0
+    for p in model.parameters():
+        lo, gl = _local_and_global_bytes(p)
+        local, total = local + lo, total + gl
+    for state in optim.state.values():
+        for v in state.values():
+            if isinstance(v, torch.Tensor):
+                lo, gl = _local_and_global_bytes(v)
+                local, total = local + lo, total + gl
+    return local, total
+
+
+def describe_sharding(model: Any) -> str:
+    """What FSDP2 really applied to the transformer blocks (proof that the hooks took effect)."""
+    groups = [
+        m._get_fsdp_state()._fsdp_param_group
+        for m in model.blocks.values()
+        if isinstance(m, FSDPModule) and m._get_fsdp_state()._fsdp_param_group is not None
+    ]
+    if not groups:
+        return "blocks not FSDP-sharded"
+    reshard = sorted({g.post_forward_mesh_info is not None for g in groups})
+    offload = sorted({isinstance(g.offload_policy, CPUOffloadPolicy) for g in groups})
+    mesh = groups[0].mesh_info.mesh
+    return (f"FSDP2 blocks: mesh {tuple(mesh.shape)} {mesh.mesh_dim_names}, "
+            f"reshard_after_forward={'/'.join(map(str, reshard))}, "
+            f"cpu_offload={'/'.join(map(str, offload))}")
+
+
+@dataclass
+class DistMemoryCallback(Callback):
+    """Records per-rank vs. unsharded parameter + optimizer-state bytes as ``dist/*`` metrics.
+
+    ``dist/rank_state_bytes``: the most any rank holds; ``dist/unsharded_state_bytes``: what one
+    process holding everything needs. Measured once after the first optimizer step (AdamW state
+    exists from then on), recorded every step so each metrics.jsonl record carries them, and
+    written once to the run log.
+    """
+
+    _bytes: tuple[int, int] | None = None
+
+    def post_step(self) -> None:
+        if self._bytes is None:
+            module = self.trainer.train_module
+            self._bytes = state_bytes(module.model, module.optim)  # type: ignore[attr-defined]
+            local, total = self._bytes
+            log.info("dist: params + optimizer state %d bytes on this rank, %d unsharded (%.3fx); %s",
+                     local, total, local / total, describe_sharding(module.model))  # type: ignore[attr-defined]
+        local, total = self._bytes
+        self.trainer.record_metric("dist/rank_state_bytes", float(local), ReduceType.max)
+        self.trainer.record_metric("dist/unsharded_state_bytes", float(total))
+
+
+# -- console ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ConsoleCallback(ConsoleLoggerCallback):
+    """One line per logged step on rank 0 (see :mod:`olmo_exp.runtime.console`), in place of olmo-core's
+    metrics block; a subclass so that olmo-core does not add its own console logger."""
+
+    world_size: int = 1
+    progress_bar: bool = False
+    _view: StepConsole | None = None
+    _trained: bool = False
+
+    def pre_train(self) -> None:
+        if get_rank() != 0:
+            return
+        trainer = self.trainer
+        self._view = StepConsole(total_steps=trainer.max_steps or 0, world_size=self.world_size,
+                                 progress_bar=self.progress_bar)
+        loaded = trainer.checkpoint_loaded and trainer.global_step > 0
+        self._view.start(trainer.global_step,
+                         checkpoint=f"{trainer.save_folder}/step{trainer.global_step}" if loaded
+                         else None)
+
+    def post_step(self) -> None:
+        pass  # olmo-core's progress marker between logged steps: the step lines say it all
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if self._view is not None:
+            self._view.log_metrics(step, metrics)
+
+    def post_train(self) -> None:
+        self._trained = True  # the end line waits for close(): after the final generation, eval
+
+    def close(self) -> None:
+        if self._view is not None:
+            if self._trained:
+                self._view.finish()
+            else:  # training failed: close the bar, no "finished" line
+                self._view.close_bar()
+            self._view = None

@@ -1,0 +1,133 @@
+"""One rank's training: olmo-core's model, train module, data loader, callbacks and trainer, built
+from the validated config and the prepared data dir (nanoGPT-style: read top to bottom)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from olmo_exp.base.files import write_json_atomic
+from olmo_exp.build.summary import SUMMARY_FILE, format_resolved, format_summary, run_summary
+from olmo_exp.config import topology as topo
+from olmo_exp.config.run import RunConfig
+from olmo_exp.config.train import ConsoleMode
+from olmo_exp.runtime import console, launch, preemption
+
+log = logging.getLogger(__name__)
+
+
+def rank_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: str) -> None:
+    """:func:`train_worker` as one of several ranks: a failure is logged by the rank itself, with
+    its rank and traceback (on the shared console under torchrun/SLURM, where other ranks show
+    errors only; in its own file under logs/ when run.py started it) before it propagates."""
+    try:
+        train_worker(config_dict, run_dir_str, data_dir_str)
+    except Exception:
+        log.exception("rank %d failed", console.rank_from_env())
+        raise
+
+
+
+def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: str) -> None:
+    """One rank's training: build everything from the validated config and the prepared data dir.
+
+    Module-level and fed plain data, so that torch's elastic launcher can start it in new processes.
+    """
+    from olmo_core.data import NumpyDataLoaderConfig
+    from olmo_core.distributed.utils import get_rank, get_world_size
+    from olmo_core.utils import setup_logging
+
+    from olmo_exp.data.manifest import Manifest
+    from olmo_exp.data.prep import load_tokenizer
+    from olmo_exp.runtime.callbacks import (
+        ConsoleCallback,
+        DistMemoryCallback,
+        GenerationCallback,
+        MetricsFileCallback,
+        RequeueCallback,
+        WandbLogCallback,
+    )
+
+    cfg = RunConfig.from_dict(config_dict)
+    run_dir = Path(run_dir_str)
+    train, seq_len = cfg.train, cfg.data.sequence_length
+
+    # olmo-core sets up logging once per process (its handler, its format): let it do so now,
+    # then install this project's handlers, which its environment setup below keeps.
+    setup_logging()
+    console.configure_logging(log_file=run_dir / console.LOG_FILE, rank=console.rank_from_env(),
+                              full=train.console == ConsoleMode.full)
+    launch.init_distributed(cfg.dist, seed=train.seed)
+    world = topo.topology(cfg.dist)
+    manifest = Manifest.load(data_dir_str)  # what the launching process prepared and verified
+
+    # model group -> olmo-core TransformerConfig (LWS as block_overrides)
+    model_config = cfg.model.build_config(cfg.model.padded_vocab_size(manifest.vocab_size))
+    model_config.init_seed = train.seed
+    summary = run_summary(cfg, model_config, world)
+    if get_rank() == 0:
+        log.info("%s", format_resolved(summary["dist"]))
+        write_json_atomic(run_dir / SUMMARY_FILE, summary)
+        log.info("model:\n%s", format_summary(summary))
+
+    # train + dist groups -> train module (parallelizes and initializes the meta-device model)
+    dist, on_gpu = cfg.dist, world.on_gpu
+    train_module = train.train_module_config(
+        sequence_length=seq_len, dp_config=dist.dp_config(world.world_size, on_gpu),
+        autocast_precision=dist.autocast_precision(on_gpu), ac_config=dist.ac_config(),
+        compile_model=dist.compile_enabled(on_gpu),
+    ).build(model_config.build(init_device="meta"))
+
+    # data group -> olmo-core dataset and loader over the manifest's token files
+    work_dir = str(run_dir / "dataset-work")
+    dataset = manifest.dataset_config("train", sequence_length=seq_len, work_dir=work_dir).build()
+    data_loader = NumpyDataLoaderConfig(
+        global_batch_size=train.global_batch_size * seq_len,  # tokens
+        seed=train.seed,
+        num_workers=0,
+        work_dir=work_dir,
+    ).build(dataset, dp_process_group=train_module.dp_process_group)
+
+    callbacks: dict[str, Any] = {
+        "metrics_file": MetricsFileCallback(path=run_dir / "metrics.jsonl"),
+        # dist/rank_state_bytes vs dist/unsharded_state_bytes: what sharding saves, per rank.
+        "dist_memory": DistMemoryCallback(),
+        "generation": GenerationCallback(
+            config=dataclasses.replace(cfg.generate,
+                                       interval=min(cfg.generate.interval, train.max_steps)),
+            tokenizer=load_tokenizer(manifest),
+            eos_token_id=manifest.eos_token_id,
+            path=run_dir / "generations.jsonl",
+        ),
+    }
+    if train.eval_interval > 0 and manifest.paths("validation"):
+        callbacks["lm_evaluator"] = train.evaluator_config(
+            manifest.dataset_config("validation", sequence_length=seq_len, work_dir=work_dir)
+        )
+    if train.console == ConsoleMode.compact:  # replaces olmo-core's block (train.trainer_config)
+        callbacks["console"] = ConsoleCallback(world_size=get_world_size(),
+                                               progress_bar=console.want_progress_bar())
+    if preemption.in_sweep_job():  # the time-limit signal stops all ranks after one step, checkpointed
+        callbacks["requeue"] = RequeueCallback()
+    if cfg.wandb.enabled:
+        callbacks["wandb"] = WandbLogCallback(
+            config=cfg.wandb, run_dir=run_dir, run_name=run_dir.name, run_config=config_dict
+        )
+
+    trainer = train.trainer_config(
+        run_dir=run_dir, callbacks=callbacks, flops_per_token=summary["flops_per_token"],
+        on_gpu=world.on_gpu,
+    ).build(train_module, data_loader)
+    is_rank0 = get_rank() == 0  # asked before teardown: afterwards every process says rank 0
+    try:
+        trainer.fit()  # loads the latest checkpoint in run_dir/checkpoints first, if any
+    finally:
+        launch.teardown()
+    if is_rank0:
+        from olmo_exp.runtime.plots import plot_run
+
+        plot_run(run_dir, tokens_per_step=train.global_batch_size * seq_len)
+    if trainer.is_canceled:
+        preemption.requeue_if_signaled(trainer.global_step)  # submitit requeues; the next attempt resumes
