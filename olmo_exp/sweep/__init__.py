@@ -1,0 +1,1 @@
+"""Sweeps: launchers, arms and the report."""
