@@ -1,0 +1,1 @@
+"""Our config mapped onto olmo-core objects."""
