@@ -128,6 +128,8 @@ DefMemPerCPU=$((MEM_MB / CPUS))
 SlurmdParameters=config_overrides
 # Count-only GPUs (gres.conf has no File=): jobs may ask --gpus-per-node, no device is bound.
 GresTypes=gpu
+# GPUs show in sacct's AllocTRES and scontrol's TRES (gres/gpu=2).
+AccountingStorageTRES=gres/gpu
 ReturnToService=2
 StateSaveLocation=$STATE_DIR/slurmctld
 # One slurmd per node on this machine (slurmd -N <node>): %n is the node's name.
