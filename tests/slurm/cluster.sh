@@ -20,7 +20,8 @@
 #   $(hostname -s)  port 6818  CLUSTER_CPUS CPUs, the machine's memory less 1 GiB, no GRES
 #   gpu1            port 6831  CLUSTER_CPUS CPUs, half of that memory, GRES gpu:2
 #   gpu2            port 6832  CLUSTER_CPUS CPUs, half of that memory, GRES gpu:2
-# (so the nodes together offer twice the memory there is: keep jobs small).
+# (so the nodes together offer twice the memory there is: keep jobs small). DefMemPerCPU is each
+# partition's node memory / CLUSTER_CPUS, so a job asking no memory fits its node.
 # Partitions:
 #   debug  (Default=YES)  node $(hostname -s): jobs without --partition run here, as before
 #   gpu                   nodes gpu[1-2]
@@ -36,7 +37,9 @@
 # (SLURM_NODEID=0) and one on gpu2 (SLURM_NODEID=1), both on this machine. Node names resolve
 # to 127.0.0.1 through a line that `up` keeps in /etc/hosts (marked "cluster.sh"), so the first
 # name of `scontrol show hostnames $SLURM_JOB_NODELIST` (gpu1) works as MASTER_ADDR for every
-# task.
+# task (submitit's TorchDistributedEnvironment takes that name too). `hostname` in a job prints
+# this machine's name on every node: a task's node is SLURMD_NODENAME / SLURM_NODEID.
+# `down` stops the daemons; the /etc/hosts line, the configuration and the stand-in devices stay.
 #
 # Environment:
 #   CLUSTER_CPUS  CPUs each node offers to jobs (default: nproc). More than the machine has lets
@@ -49,7 +52,7 @@ CPUS=${CLUSTER_CPUS:-$(nproc)}
 # MiB offered to jobs: the machine's memory less 1 GiB for the daemons and the submitting process.
 MEM_MB=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
 GPU_NODES=(gpu1 gpu2)      # partition gpu; their slurmd ports are 6831, 6832, ...
-GPUS_PER_NODE=2            # count-only GRES: no device files
+GPUS_PER_NODE=2            # GRES gpu per gpu node, backed by stand-in device files
 GPU_MEM_MB=$((MEM_MB / 2))  # per gpu node
 NODES=("$NODE" "${GPU_NODES[@]}")
 HOSTS_LINE="127.0.0.1 ${GPU_NODES[*]}  # cluster.sh: SLURM node names"
