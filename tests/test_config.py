@@ -97,7 +97,7 @@ def test_short_run_caps_warmup_and_intervals_at_its_length() -> None:
 
 TRAIN_KEYS = ("max_steps, global_batch_size, micro_batch_size, lr, weight_decay, warmup_steps, "
               "max_grad_norm, checkpoint_interval, eval_interval, eval_batches, log_interval, "
-              "seed, stop_at_step, console")
+              "seed, stop_at_step, peak_tflops, console")
 TOP_LEVEL = ("valid: top-level keys (model, dist, data, train, generate, wandb, dry_run) and "
              "groups (data, dist, model, model/lws, sweep, train)")
 

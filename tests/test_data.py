@@ -683,15 +683,90 @@ def test_damaged_input_from_the_command_line(entry: str, damaged: dict, sample: 
     assert not [p for p in (tmp_path / "data").rglob("*") if p.suffix != ".lock"]
 
 
-def test_prepared_hf_data_is_reused_without_the_hub(tmp_path: Path, sample: Manifest,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prepared where the hub is reachable, trained where it isn't (compute nodes): no hub needed."""
-    import shutil as sh
+# -- data=wiki (source hf) on a local dataset laid out like the hub's wikimedia/wikipedia --------
 
-    from olmo_exp.data.prep import data_dir
+WIKI_CONFIG = "20231101.en"  # conf/data/wiki.yaml's hf_config
 
-    cfg = DataConfig(source=DataSource.hf, output_dir=str(tmp_path),
-                     tokenizer=str(sample.root / "tokenizer.json"))
-    sh.copytree(sample.root, data_dir(cfg))  # stands in for a prep on a networked node
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    assert prepare(cfg).root == data_dir(cfg)
+
+@pytest.fixture(scope="module")
+def wiki_dataset(tmp_path_factory: pytest.TempPathFactory, cleaned: list[dict]) -> Path:
+    """The enwiki sample as the hub serves wikimedia/wikipedia: parquet shards of id/url/title/text
+    rows under <config>/train-*.parquet, the configs declared in README.md. ``datasets`` streams a
+    local directory like this one exactly as it streams the hub repository."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("hub") / "wikimedia" / "wikipedia"
+    rows = [{k: a[k] for k in ("id", "url", "title", "text")} for a in cleaned]
+    for name, part in ((WIKI_CONFIG, rows), ("20231101.sv", rows[:3])):  # another config: not read
+        (root / name).mkdir(parents=True)
+        half = (len(part) + 1) // 2
+        for i, shard in enumerate((part[:half], part[half:])):
+            pq.write_table(pa.Table.from_pylist(shard), root / name / f"train-{i:05d}-of-00002.parquet")
+    configs = "".join(f"- config_name: {c}\n  data_files:\n  - split: train\n    path: {c}/train-*\n"
+                      for c in (WIKI_CONFIG, "20231101.sv"))
+    (root / "README.md").write_text(f"---\nconfigs:\n{configs}---\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def wiki_cfg(wiki_dataset: Path, sample: Manifest, tmp_path_factory: pytest.TempPathFactory
+             ) -> DataConfig:
+    """``data=wiki`` as run.py composes it, streaming the local dataset; the sample's tokenizer
+    (dolma2, wiki's own, is a hub download)."""
+    cfg = compose_run("data=wiki", f"data.hf_dataset={wiki_dataset}",
+                      f"data.output_dir={tmp_path_factory.mktemp('wiki-data')}",
+                      f"data.tokenizer={sample.root / 'tokenizer.json'}",
+                      "data.sequence_length=64").data
+    assert (cfg.source, cfg.hf_config) == (DataSource.hf, WIKI_CONFIG)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def wiki(wiki_cfg: DataConfig, tmp_path_factory: pytest.TempPathFactory) -> Manifest:
+    """``prepare(data=wiki)`` through ``datasets.load_dataset(..., streaming=True)``."""
+    import datasets
+
+    with pytest.MonkeyPatch.context() as mp:
+        # datasets' lock files: in the test's folder, not ~/.cache.
+        mp.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("hf-datasets"))
+        return prepare(wiki_cfg)
+
+
+def test_wiki_streams_a_local_dataset_laid_out_like_the_hub(
+    wiki: Manifest, wiki_dataset: Path, cleaned: list[dict], sample: Manifest
+) -> None:
+    assert wiki.data["source"]["type"] == "hf"
+    assert (wiki.data["source"]["dataset"], wiki.data["source"]["config"]) == (
+        str(wiki_dataset), WIKI_CONFIG)
+    assert wiki.data["articles"] == len(cleaned) == 106  # every row of the config, only those
+    splits = wiki.data["splits"]
+    assert all(splits[s]["tokens"] > 0 and splits[s]["documents"] > 0 for s in splits)
+    assert splits["train"]["documents"] + splits["validation"]["documents"] == 106
+    # The rows' own text, tokenized as is (hf rows are not cleaned again), one EOS each.
+    tok = load_tokenizer(sample)
+    want = {s: 0 for s in splits}
+    for a in cleaned:
+        split = "validation" if is_validation(a["id"], wiki.data["split"]["validation_fraction"]) else "train"
+        want[split] += len(tok.encode(a["text"])) + 1
+    assert {s: splits[s]["tokens"] for s in splits} == want
+
+
+@pytest.mark.slow  # starts run.py
+def test_prepared_hf_data_trains_without_the_hub(wiki: Manifest, wiki_cfg: DataConfig,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prepared where the hub is reachable, trained where it isn't (compute nodes): the hf data
+    is reused, never streamed again, in Python and by ``python run.py data=wiki``."""
+    from conftest import TINY, cli, losses
+
+    created = wiki.data["created"]
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)  # streaming now fails at once
+    assert prepare(wiki_cfg).root == wiki.root
+    run_dir = tmp_path / "run"
+    cli("data=wiki", f"data.hf_dataset={wiki_cfg.hf_dataset}", f"data.output_dir={wiki_cfg.output_dir}",
+        f"data.tokenizer={wiki_cfg.tokenizer}", *TINY, "train.max_steps=2",
+        "train.checkpoint_interval=2", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1"}, check=True)
+    assert sorted(losses(run_dir)) == [1, 2]
+    assert Manifest.load(wiki.root).data["created"] == created  # reused, not prepared again

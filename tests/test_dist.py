@@ -9,6 +9,7 @@ CPU offload; state bytes per rank; checkpoints across world sizes; a dead and a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -55,6 +56,12 @@ DISTS = {
     "hsdp": ["dist=hsdp", "dist.nproc_per_node=2", "dist.num_replicas=2"],
     "fsdp_bf16_offload": ["dist=fsdp", "dist.nproc_per_node=2", "dist.mixed_precision=true",
                           "dist.cpu_offload=true"],
+    # Activation checkpointing (every block recomputed in backward) under per-module wrapping.
+    "fsdp_ac_fine": ["dist=fsdp", "dist.nproc_per_node=2", "dist.activation_checkpointing=true",
+                     "dist.wrapping_strategy=fine_grained"],
+    # A real shard dimension: 4 ranks as 2 replicas x 2 shards (one sequence per rank per step).
+    "hsdp_2x2": ["dist=hsdp", "dist.nproc_per_node=4", "dist.num_replicas=2",
+                 "dist.shard_degree=2", "train.micro_batch_size=1"],
 }
 # fp32 on one CPU: the 2-rank reductions add the same numbers in another order (measured
 # max relative difference 1e-7, i.e. about one float32 ulp); 1e-6 leaves room, nothing more.
@@ -93,7 +100,6 @@ def _cpu_not_launched(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.mark.parametrize(
     "overrides,key",
     [
-        (["dist=hsdp", "dist.nproc_per_node=2", "dist.num_replicas=null"], "dist.num_replicas"),
         (["dist=hsdp", "dist.nproc_per_node=2", "dist.num_replicas=1"], "dist.num_replicas"),
         (["dist=hsdp", "dist.nproc_per_node=4", "dist.num_replicas=2", "dist.shard_degree=1"],
          "dist.num_replicas"),
@@ -146,6 +152,16 @@ def test_valid_combinations(overrides: list[str]) -> None:
     compose_run(*overrides).validate(CPU_HOST)
 
 
+def test_hsdp_preset_has_one_replica_per_node() -> None:
+    """The preset's null num_replicas is what its comment says: one replica per node, and two on
+    a single node (so that it has a replica dimension)."""
+    hsdp = compose_run("dist=hsdp").dist
+    assert hsdp.num_replicas is None
+    assert hsdp.hsdp_degrees(8) == (2, 4)  # one node of 8 ranks: 2 x 4
+    assert dataclasses.replace(hsdp, nodes=2).hsdp_degrees(8) == (2, 4)  # 2 nodes x 4 ranks
+    assert dataclasses.replace(hsdp, nodes=4).hsdp_degrees(16) == (4, 4)
+
+
 def test_cli_rejects_invalid_combination_before_any_rank(run_cli, tmp_path: Path) -> None:
     run_dir = tmp_path / "hsdp"
     proc = run_cli("dist=hsdp", "dist.nproc_per_node=2", "dist.num_replicas=1", run_dir=run_dir,
@@ -162,34 +178,28 @@ def gpu_world(nproc: int = 1) -> Topology:
     return Topology(nproc_per_node=nproc, nodes=1, world_size=nproc, gpus=nproc, launched=None)
 
 
-def test_olmo_core_mapping() -> None:
-    from olmo_core.config import DType
-    from olmo_core.distributed.parallel import DataParallelType
-
-    assert DistConfig().dp_config(1, on_gpu=False) is None and DistConfig().ac_config() is None
-    fsdp = DistConfig(strategy=Strategy.fsdp, nproc_per_node=2, mixed_precision=True).dp_config(2, on_gpu=False)
-    assert fsdp is not None and fsdp.name == DataParallelType.fsdp
-    assert fsdp.param_dtype == DType.bfloat16 and fsdp.reduce_dtype == DType.float32
-    hsdp = DistConfig(strategy=Strategy.hsdp, nproc_per_node=4, num_replicas=2).dp_config(4, on_gpu=False)
-    assert hsdp is not None and (hsdp.name, hsdp.num_replicas, hsdp.shard_degree) == (
-        DataParallelType.hsdp, 2, 2)
-    ddp = DistConfig(strategy=Strategy.ddp, nproc_per_node=2).dp_config(2, on_gpu=False)
-    assert ddp is not None and ddp.name == DataParallelType.ddp and ddp.param_dtype is None
-    assert DistConfig(activation_checkpointing=True).ac_config() is not None
-    fsdp_cfg = DistConfig(strategy=Strategy.fsdp, compile=None)
-    assert fsdp_cfg.compile_enabled(on_gpu=False) is False
-    assert fsdp_cfg.compile_enabled(on_gpu=True) is True
-    assert DistConfig(compile=True).compile_enabled(on_gpu=False) is False  # olmo-core: CUDA only
-    assert ddp.param_dtype is None  # DDP gets bf16 through autocast, never bf16 replicas
-
-
 @pytest.mark.parametrize("strategy", list(Strategy))
 def test_precision_and_compile_follow_the_device(strategy: Strategy) -> None:
+    """What each strategy becomes in olmo-core (data-parallel config, precision, compile, AC)."""
     from olmo_core.config import DType
+    from olmo_core.distributed.parallel import DataParallelType
 
     extra = {"nproc_per_node": 4, "num_replicas": 2} if strategy == Strategy.hsdp else {}
     auto = DistConfig(strategy=strategy, **extra)  # mixed_precision and compile null
     assert auto.mixed_precision is None and auto.compile is None
+    # olmo-core's data-parallel config: none for one process; HSDP's replicas x shards.
+    for cuda in (False, True):
+        dp_type = auto.dp_config(4, on_gpu=cuda)
+        if strategy == Strategy.single:
+            assert dp_type is None
+        else:
+            assert dp_type is not None and dp_type.name == DataParallelType(strategy.value)
+            assert dp_type.reduce_dtype == DType.float32
+        if strategy == Strategy.hsdp:  # replicas x shards
+            wide = DistConfig(strategy=strategy, nproc_per_node=8, num_replicas=2).dp_config(8, on_gpu=cuda)
+            assert wide is not None and (wide.num_replicas, wide.shard_degree) == (2, 4)
+    assert auto.ac_config() is None
+    assert DistConfig(strategy=strategy, activation_checkpointing=True, **extra).ac_config() is not None
     # CPU: fp32, no compile; every olmo-core knob off.
     assert auto.precision(on_gpu=False) == "fp32" and auto.compile_enabled(on_gpu=False) is False
     assert auto.autocast_precision(on_gpu=False) is None
@@ -212,6 +222,10 @@ def test_precision_and_compile_follow_the_device(strategy: Strategy) -> None:
         assert off.precision(on_gpu=cuda) == "fp32" and off.compile_enabled(on_gpu=cuda) is False
         on = DistConfig(strategy=strategy, mixed_precision=True, compile=True, **extra)
         assert on.precision(on_gpu=cuda) != "fp32"
+        if strategy in (Strategy.fsdp, Strategy.hsdp):  # bf16 shards, fp32 reduce: on CPU too
+            dp_on = on.dp_config(4, on_gpu=cuda)
+            assert dp_on is not None and (dp_on.param_dtype, dp_on.reduce_dtype) == (
+                DType.bfloat16, DType.float32)
         assert on.compile_enabled(on_gpu=cuda) is cuda  # olmo-core compiles on CUDA only
     assert DistConfig(strategy=Strategy.fsdp).resolved_shard_strategy == ShardStrategy.FULL_SHARD
     assert DistConfig(strategy=Strategy.fsdp, nproc_per_node=2).param_shard_degree(2) == 2
@@ -443,7 +457,7 @@ def train_log(run_dir: Path) -> str:
 @pytest.mark.parametrize("model,dist", [
     ("plain", "fsdp"), ("plain", "ddp"), ("plain", "hsdp"),
     # Heterogeneous blocks sharded (and not resharded after forward: SHARD_GRAD_OP's hook).
-    ("lws", "fsdp"), ("lws", "fsdp_sgo"),
+    ("lws", "fsdp"), ("lws", "fsdp_sgo"), ("plain", "fsdp_ac_fine"), ("plain", "hsdp_2x2"),
 ])
 def test_two_ranks_train_exactly_like_one(runs: Runs, model: str, dist: str) -> None:
     single = losses(runs.get(model))
@@ -454,6 +468,8 @@ def test_two_ranks_train_exactly_like_one(runs: Runs, model: str, dist: str) -> 
     expected = {"fsdp": "mesh (2,) ('dp',), reshard_after_forward=True, cpu_offload=False",
                 "fsdp_sgo": "reshard_after_forward=False",
                 "hsdp": "mesh (2, 1) ('dp_replicate', 'dp_shard'), reshard_after_forward=True",
+                "fsdp_ac_fine": "mesh (2,) ('dp',), reshard_after_forward=True",
+                "hsdp_2x2": "mesh (2, 2) ('dp_replicate', 'dp_shard'), reshard_after_forward=True",
                 "ddp": "blocks not FSDP-sharded"}[dist]
     assert expected in train_log(run_dir)
     assert (run_dir / "logs").is_dir()  # ranks were started by run.py via torch elastic

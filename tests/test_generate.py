@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -176,30 +179,63 @@ class Characters:
         return " ".join(map(str, ids))
 
 
-def test_generate_temperature_reaches_the_samples(tmp_path) -> None:
-    """generate.temperature as the training callback uses it: seeded by the step (a rerun of a
-    step samples the same text), not greedy, and greedy (0) ignores the seed."""
-    from types import SimpleNamespace
+def _tiny_trainer(run_dir: Path, callback: Any, *, steps: int = 2, seq: int = 16) -> Any:
+    """A real olmo-core Trainer as the worker builds one (train module, data loader, trainer from
+    the train group), for a 2-layer model on 64 random sequences of ``seq`` tokens, on CPU."""
+    import numpy as np
+    from olmo_core.data import (
+        NumpyDataLoaderConfig,
+        NumpyDatasetDType,
+        NumpyFSLDatasetConfig,
+        TokenizerConfig,
+    )
 
-    from olmo_exp.config.generate import GenerateConfig
     from olmo_exp.config.model import ModelConfig
-    from olmo_exp.runtime.generation import GenerationCallback
+    from olmo_exp.config.train import TrainConfig
 
-    torch.manual_seed(0)
-    model = ModelConfig(d_model=64, n_layers=2, n_heads=4).build_config(256).build(init_device="cpu")
-    model.init_weights(max_seq_len=64)
+    tokens = run_dir / "tokens.npy"
+    np.random.default_rng(0).integers(1, 256, size=64 * seq, dtype=np.uint16).tofile(tokens)
+    train = TrainConfig(max_steps=steps, global_batch_size=2, micro_batch_size=2, warmup_steps=0,
+                        checkpoint_interval=0, eval_interval=0, log_interval=1)
+    model = ModelConfig(d_model=64, n_layers=2, n_heads=4).build_config(256)
+    train_module = train.train_module_config(sequence_length=seq).build(model.build(init_device="meta"))
+    work_dir = str(run_dir / "dataset-work")
+    dataset = NumpyFSLDatasetConfig(
+        tokenizer=TokenizerConfig(vocab_size=256, eos_token_id=0, pad_token_id=0),
+        paths=[str(tokens)], sequence_length=seq, dtype=NumpyDatasetDType.uint16, work_dir=work_dir,
+    ).build()
+    loader = NumpyDataLoaderConfig(global_batch_size=train.global_batch_size * seq, seed=train.seed,
+                                   num_workers=0, work_dir=work_dir).build(
+        dataset, dp_process_group=train_module.dp_process_group)
+    return train.trainer_config(run_dir=run_dir, callbacks={"generation": callback}).build(
+        train_module, loader)
 
-    def sample(temperature: float, step: int) -> str:
-        callback = GenerationCallback(config=GenerateConfig(temperature=temperature, max_new_tokens=8),
-                                      tokenizer=Characters(), path=tmp_path / "generations.jsonl")
-        callback.trainer = SimpleNamespace(train_module=SimpleNamespace(model=model),
-                                           global_step=step, device=torch.device("cpu"))
-        return callback.sample()
 
-    greedy = sample(0.0, step=5)
-    assert sample(0.0, step=6) == greedy
-    hot = sample(1.0, step=5)
-    assert hot != greedy
-    assert sample(1.0, step=5) == hot  # reproducible: the same step draws the same tokens
-    assert sample(1.0, step=6) != hot
-    assert len(read_jsonl(tmp_path / "generations.jsonl")) == 5  # each written, as a run would
+@pytest.mark.slow  # real training: 2 steps of a tiny model, ~2 s
+def test_generate_temperature_reaches_the_samples(tmp_path: Path) -> None:
+    """generate.temperature through the real callback on a real olmo-core Trainer: a sample after
+    each step, seeded by the step (a rerun of a step samples the same text), not greedy, and
+    greedy (0) ignores the seed."""
+    from olmo_exp.config.generate import GenerateConfig
+    from olmo_exp.runtime.generation import GenerationCallback, generate_ids
+
+    path = tmp_path / "generations.jsonl"
+    callback = GenerationCallback(config=GenerateConfig(temperature=1.0, max_new_tokens=8, interval=1),
+                                  tokenizer=Characters(), path=path)
+    trainer = _tiny_trainer(tmp_path, callback)
+    trainer.fit()
+    records = read_jsonl(path)
+    assert [r["step"] for r in records] == [1, 2]  # after each step; none again after the last
+    hot = records[-1]["text"]
+    assert len(hot.split()) == 8
+    # The trained model as it is after step 2: sample again at the same step, then at another.
+    assert callback.sample() == hot  # reproducible: the same step draws the same tokens
+    trainer.global_step = 3
+    assert callback.sample() != hot  # the step is the seed
+    callback.config = replace(callback.config, temperature=0.0)
+    greedy = callback.sample()
+    trainer.global_step = 2
+    assert callback.sample() == greedy != hot  # greedy: the same at any step, unlike sampling
+    model, prompt = trainer.train_module.model, Characters().encode(callback.config.prompt)
+    assert greedy == Characters().decode(generate_ids(model, prompt, max_new_tokens=8))
+    assert len(read_jsonl(path)) == 6  # each written, as a run would

@@ -1,6 +1,7 @@
 """A non-editable install: the wheel carries conf/ and sweeps/, and the entry points find them."""
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -40,8 +41,18 @@ def test_installed_wheel_finds_its_configs_sweeps_and_readme(installed: Path, tm
     assert where.stdout.strip() == str(installed / "olmo_exp" / "conf"), where.stderr
     help_ = _run(installed, tmp_path, "-m", "olmo_exp", "--help")
     assert help_.returncode == 0, help_.stderr
-    assert "model=gqa_3kv" in help_.stdout  # a README example: read from the package metadata
-    assert "+sweep=kv_heads" in help_.stdout or "kv_heads" in help_.stdout
+    shown = help_.stdout.splitlines()
+    # The sweep presets, listed from the sweeps/ folder the wheel carries inside the package.
+    presets = ", ".join(sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml")))
+    assert "kv_heads" in presets
+    assert any(re.fullmatch(rf"\s+\+sweep\s+{re.escape(presets)}", line) for line in shown), (
+        help_.stdout)
+    # Every README example (its ```bash blocks after the install one), in order, read from the
+    # package metadata: no README.md is installed.
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)[1:]
+    readme = [line for block in blocks for line in block.splitlines() if line.strip()]
+    examples = shown[shown.index("== Examples (README.md) ==") + 1:][:len(readme)]
+    assert len(readme) > 10 and [line[2:] for line in examples] == readme, help_.stdout
     job = _run(installed, tmp_path, "-m", "olmo_exp", "--cfg", "job", "+sweep=kv_heads")
     assert job.returncode == 0 and "n_kv_heads" in job.stdout, job.stderr
     data = _run(installed, tmp_path, "-m", "olmo_exp.data", "--help")

@@ -17,7 +17,7 @@ BPE ids are a subset), ``dist=fsdp`` with one rank, bf16 parameters with fp32 re
   files and steps; no trainer, callbacks or data loader.
 
 MFU = tokens/s x the model's FLOPs per token (olmo-core's ``num_flops_per_token``) / the device's
-dense bf16 peak (``PEAK_TFLOPS``, or ``--peak-tflops``; none on CPU, so no MFU there unless given).
+dense bf16 peak (``olmo_exp/build/peaks.py``, or ``--peak-tflops``; none on CPU, so no MFU there unless given).
 The first ``--warmup`` steps (compile, allocator warm-up) are left out of every figure. Printed
 after each arm, and written to ``results.json`` after each arm, so a cut-short run keeps what it
 measured. Each arm is bounded (``--budget-s`` shared by the arms still to run); an arm that runs
@@ -44,21 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from olmo_exp.base.files import read_jsonl
+from olmo_exp.build.peaks import peak_flops_per_second
 from olmo_exp.config.compose import compose_run
-
-# Dense bf16 tensor-core peaks (TFLOP/s), by a substring of torch.cuda.get_device_name(); first
-# match wins. olmo-core's own table has no H200 (it falls back to A100's 312), hence this one.
-PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
-    ("H100 NVL", 835.5),
-    ("H100 PCIe", 756.5),
-    ("H100", 989.5),  # SXM
-    ("H200", 989.5),  # same tensor cores as H100 SXM
-    ("GH200", 989.5),
-    ("B200", 2250.0),
-    ("B300", 2250.0),
-    ("A100", 312.0),
-    ("L40S", 362.0),
-)
 
 MODELS: dict[str, list[str]] = {
     "uniform": ["model=olmo2_1b"],
@@ -92,13 +79,14 @@ COMMON = [
 
 
 def peak_flops(device: str, override_tflops: float | None) -> float | None:
-    if override_tflops is not None:
-        return override_tflops * 1e12
-    return next((t * 1e12 for key, t in PEAK_TFLOPS if key in device), None)
+    """The device line's dense bf16 peak: the same table training's MFU uses (build/peaks.py)."""
+    if device.startswith("CPU") and override_tflops is None:
+        return None
+    return peak_flops_per_second(device, override_tflops)
 
 
 def device_name() -> str:
-    """The benchmarks' device line: the GPUs (the name is what PEAK_TFLOPS matches), or the CPU."""
+    """The benchmarks' device line: the GPUs (the name is what build/peaks.py matches), or the CPU."""
     import torch
 
     if torch.cuda.is_available():
@@ -321,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default=",".join(MODELS),
                         help=f"comma-separated subset of {list(MODELS)}")
     parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's dense bf16 peak (default: from PEAK_TFLOPS by GPU name)")
+                        help="the device's dense bf16 peak (default: olmo_exp/build/peaks.py by GPU name)")
     parser.add_argument("--out", type=Path, default=None,
                         help="run dirs + results.json (default outputs/benchmark_gpu/<now>)")
     parser.add_argument("--raw-loop", type=Path, default=None, help=argparse.SUPPRESS)

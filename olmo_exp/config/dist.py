@@ -80,7 +80,7 @@ class DistConfig:
     prefetch_factor: int = 0
     """olmo-core's FSDP forward prefetch (blocks ahead); 0 = FSDP2's default."""
     num_replicas: int | None = None
-    """HSDP replica groups; null = one per node."""
+    """HSDP replica groups; null = one per node (2 on a single node, so it has a replica dimension)."""
     shard_degree: int | None = None
     """HSDP ranks per replica (params sharded over them); null = world size / num_replicas."""
     activation_checkpointing: bool = False
@@ -102,8 +102,9 @@ class DistConfig:
     def hsdp_degrees(self, world_size: int) -> tuple[int, int]:
         """(num_replicas, shard_degree) for HSDP, nulls filled in (validate_world() checks them)."""
         replicas = self.num_replicas
-        if replicas is None:
-            replicas = world_size // self.shard_degree if self.shard_degree else self.nodes
+        if replicas is None:  # one per node; on one node two, so that it has a replica dimension
+            replicas = (world_size // self.shard_degree if self.shard_degree
+                        else self.nodes if self.nodes > 1 else 2)
         shard = self.shard_degree if self.shard_degree is not None else world_size // max(replicas, 1)
         return replicas, shard
 

@@ -52,6 +52,9 @@ class TrainConfig:
     seed: int = 42
     stop_at_step: int | None = None
     """Stop early at this step (a resumable break, e.g. before a SLURM time limit); null = run to max_steps."""
+    peak_tflops: float | None = None
+    """The GPU's dense bf16 peak (TFLOP/s), the denominator of MFU; null = from the device name
+    (olmo_exp/build/peaks.py). No MFU for fp32 runs, on CPU, or on a GPU the table lacks."""
     console: ConsoleMode = ConsoleMode.compact
     """compact: one line per logged step (a progress bar on a terminal); full: olmo-core's metrics
     block and log messages, module listing included (see olmo_exp/runtime/console.py)."""
@@ -60,6 +63,7 @@ class TrainConfig:
         for key in ("max_steps", "global_batch_size", "micro_batch_size", "lr",
                     "log_interval", "eval_batches"):
             positive(f"train.{key}", getattr(self, key))
+        positive("train.peak_tflops", self.peak_tflops, allow_none=True)
         # warmup and intervals larger than the run are capped at max_steps (see capped()), so
         # that shortening a run needs no other edit; only values wrong on their own fail here.
         for key in ("weight_decay", "warmup_steps", "max_grad_norm", "eval_interval", "seed",
@@ -108,14 +112,14 @@ class TrainConfig:
         )
 
     def trainer_config(self, *, run_dir: Path, callbacks: dict[str, Any],
-                       flops_per_token: int | None = None, on_gpu: bool = False) -> TrainerConfig:
-        """olmo-core's trainer: checkpoints in run_dir/checkpoints, resumed from there when present."""
+                       on_gpu: bool = False) -> TrainerConfig:
+        """olmo-core's trainer: checkpoints in run_dir/checkpoints, resumed from there when present.
+        ``callbacks`` are the run's own (the worker's speed monitor with its MFU peak among them)."""
         from olmo_core.train import Duration, TrainerConfig
         from olmo_core.train.callbacks import (
             CheckpointerCallback,
             ConsoleLoggerCallback,
             GPUMemoryMonitorCallback,
-            SpeedMonitorCallback,
         )
 
         stock = {
@@ -127,7 +131,6 @@ class TrainConfig:
                 # An lr=0 step-0 checkpoint perturbs the optimizer state: skip it.
                 pre_train_checkpoint=False,
             ),
-            "speed_monitor": SpeedMonitorCallback(num_flops_per_token=flops_per_token),
             "console": ConsoleLoggerCallback(log_interval=self.log_interval),
         }
         if on_gpu:  # peak GPU memory per step ("gpu_memory/..." metrics)

@@ -31,6 +31,7 @@ from olmo_exp.data.shards import PROGRESS, Shards
 from olmo_exp.data.sources import (
     Record,
     clean_records,
+    is_local_dataset,
     is_validation,
     iter_records,
     needs_cleaning,
@@ -346,6 +347,8 @@ class Pipeline:
 
 
 def _hf_revision(cfg: DataConfig) -> str | None:
+    if is_local_dataset(cfg):
+        return None  # a local copy has no hub revision
     try:
         from huggingface_hub import HfApi
 

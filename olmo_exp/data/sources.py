@@ -150,13 +150,21 @@ def clean_records(batch: list[Record]) -> list[Record]:
 
 
 def hf_offline_error(cfg: DataConfig) -> None:
-    """Without the hub, ``datasets`` would first retry it for ~23 s: fail at once instead."""
+    """Without the hub, ``datasets`` would first retry it for ~23 s: fail at once instead. A local
+    directory laid out like the hub's dataset (``<dir>/<config>/*.parquet`` and a README.md
+    naming the configs) is read by ``datasets`` without the hub."""
     from olmo_exp.data.hub import require_hub
 
+    if is_local_dataset(cfg):
+        return
     require_hub(
         f"data.source=hf streams {cfg.hf_dataset} from the Hugging Face hub",
         f"use data.source=dump/files with a local copy of {cfg.hf_dataset}",
     )
+
+
+def is_local_dataset(cfg: DataConfig) -> bool:
+    return os.path.isdir(os.path.expanduser(cfg.hf_dataset))
 
 
 def iter_hf(

@@ -22,7 +22,7 @@ from olmo_core.distributed.utils import (
     get_world_size,
     is_distributed,
 )
-from olmo_core.train.callbacks import Callback, ConsoleLoggerCallback
+from olmo_core.train.callbacks import Callback, ConsoleLoggerCallback, SpeedMonitorCallback
 from olmo_core.train.common import ReduceType
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule
 from torch.distributed.tensor import DTensor
@@ -241,3 +241,15 @@ class ConsoleCallback(ConsoleLoggerCallback):
             else:  # training failed: close the bar, no "finished" line
                 self._view.close_bar()
             self._view = None
+
+
+@dataclass
+class SpeedMonitor(SpeedMonitorCallback):
+    """olmo-core's speed monitor with the MFU peak decided here (olmo_exp/build/peaks.py): a
+    ``device_peak_flops_per_second`` of None means no MFU, never olmo-core's fallback, which takes
+    every GPU it doesn't know for an A100 (an H200's MFU would read 3.2x too high)."""
+
+    def pre_train(self) -> None:
+        peak = self.device_peak_flops_per_second
+        super().pre_train()
+        self.device_peak_flops_per_second = peak

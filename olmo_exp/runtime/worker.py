@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo_exp.base.files import write_json_atomic
+from olmo_exp.build.peaks import mfu_peak
 from olmo_exp.build.summary import SUMMARY_FILE, format_resolved, format_summary, run_summary
 from olmo_exp.config import topology as topo
 from olmo_exp.config.run import RunConfig
@@ -44,11 +45,12 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
     from olmo_exp.runtime.callbacks import (
         ConsoleCallback,
         DistMemoryCallback,
-        GenerationCallback,
         MetricsFileCallback,
         RequeueCallback,
+        SpeedMonitor,
         WandbLogCallback,
     )
+    from olmo_exp.runtime.generation import GenerationCallback
 
     cfg = RunConfig.from_dict(config_dict)
     run_dir = Path(run_dir_str)
@@ -116,9 +118,15 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
             config=cfg.wandb, run_dir=run_dir, run_name=run_dir.name, run_config=config_dict
         )
 
+    # MFU against the device's dense bf16 peak: none for fp32, on CPU, or on an unknown GPU.
+    peak = mfu_peak(summary["dist"]["device"] if on_gpu else None,
+                    bf16=dist.precision(on_gpu) != "fp32", override_tflops=train.peak_tflops)
+    callbacks["speed_monitor"] = SpeedMonitor(
+        num_flops_per_token=summary["flops_per_token"],
+        device_peak_flops_per_second=None if peak is None else int(peak))
+
     trainer = train.trainer_config(
-        run_dir=run_dir, callbacks=callbacks, flops_per_token=summary["flops_per_token"],
-        on_gpu=world.on_gpu,
+        run_dir=run_dir, callbacks=callbacks, on_gpu=world.on_gpu,
     ).build(train_module, data_loader)
     is_rank0 = get_rank() == 0  # asked before teardown: afterwards every process says rank 0
     try:

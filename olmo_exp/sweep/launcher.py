@@ -120,7 +120,13 @@ def sweep_exit_code() -> int:
 
 class _SweepLauncher(BaseSubmititLauncher):
     """hydra-submitit-launcher's launcher with validation first, per-point resources, one-line
-    failures and requeue-safe waiting (see the module docstring)."""
+    failures and requeue-safe waiting (see the module docstring).
+
+    ``launch`` is ours, not the base class's: the base resolves one set of resources for the whole
+    sweep (``nodes: ${dist.nodes}`` can differ per point), submits before anything is validated,
+    and waits with ``job.results()``, which raises on the first failed job and returns a requeued
+    job's pickled failure. ``__call__`` (in the job) is the base class's, after our registration
+    and the time-limit handler."""
 
     poll_s: float = 1.0
     state_refresh_s: float = 10.0
