@@ -155,7 +155,7 @@ def test_a_failing_rank_reaches_the_console_with_its_rank(run_cli, tmp_path: Pat
     assert "joined gloo process group" in proc.stdout  # rank 0 on the console, once
     assert proc.stdout.count("joined gloo process group") == 1
     rank1 = "".join(p.read_text() for p in (run_dir / "logs").glob("*/attempt_0/1/std*.log"))
-    assert re.search(r"\[rank 1\] .* ERROR olmo_exp.runtime.run: rank 1 failed\nTraceback", rank1)
+    assert re.search(r"\[rank 1\] .* ERROR olmo_exp.runtime.worker: rank 1 failed\nTraceback", rank1)
     assert "RuntimeError: disk full on rank one" in rank1
 
 

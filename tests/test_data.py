@@ -153,9 +153,9 @@ def test_sequence_length_longer_than_validation_split_is_one_line(
 
 def _flaky_shards(monkeypatch: pytest.MonkeyPatch, fail_at: int) -> None:
     """Make the prep die on the ``fail_at``-th shard write (what a killed job leaves behind)."""
-    import olmo_exp.data.prep as prep_mod
+    import olmo_exp.data.pipeline as pipeline_mod
 
-    real = prep_mod._Prep._write_shard
+    real = pipeline_mod.Pipeline._write_shard
     calls = {"n": 0}
 
     def write_shard(self, *args, **kwargs):
@@ -164,7 +164,7 @@ def _flaky_shards(monkeypatch: pytest.MonkeyPatch, fail_at: int) -> None:
             raise KeyboardInterrupt("killed mid-prep")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(prep_mod._Prep, "_write_shard", write_shard)
+    monkeypatch.setattr(pipeline_mod.Pipeline, "_write_shard", write_shard)
 
 
 @pytest.mark.slow

@@ -163,7 +163,7 @@ def describe_sharding(model: Any) -> str:
     """What FSDP2 really applied to the transformer blocks (proof that the hooks took effect)."""
     groups = [
         m._get_fsdp_state()._fsdp_param_group
-        for m in model.blocks.values()
+        for m in model.blocks.modules()  # the blocks, or their parts (fine_grained wrapping)
         if isinstance(m, FSDPModule) and m._get_fsdp_state()._fsdp_param_group is not None
     ]
     if not groups:
