@@ -329,22 +329,38 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
 
 @pytest.mark.slow  # starts processes
 def test_wandb_run_id_is_per_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two sweeps' job #0 never share a wandb run; a requeued job (same run dir) continues its own."""
+    """Two sweeps' job #0 never share a wandb run; a requeued job (same run dir) continues its own,
+    rewound to the step its checkpoint restored (offline wandb: the server-side rewind itself is
+    not observable here, the run's resume_from setting is)."""
+    from types import SimpleNamespace
+
     from olmo_exp.config.wandb import WandbConfig, WandbMode
     from olmo_exp.runtime.callbacks import WandbLogCallback
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     config = WandbConfig(enabled=True, mode=WandbMode.offline, group="multirun/sweep-a")
-    ids = []
-    for run_dir in (tmp_path / "a" / "0", tmp_path / "a" / "0", tmp_path / "b" / "0"):
+    ids, settings = [], []
+    # a/0 starts, logs steps 1-5, crashes; its next attempt resumed the checkpoint of step 3.
+    for run_dir, step in ((tmp_path / "a" / "0", 0), (tmp_path / "a" / "0", 3),
+                          (tmp_path / "b" / "0", 0)):
         run_dir.mkdir(parents=True, exist_ok=True)
         callback = WandbLogCallback(config=config, run_dir=run_dir, run_name=run_dir.name)
+        callback.trainer = SimpleNamespace(global_step=step)  # after olmo-core loaded a checkpoint
         callback.pre_train()
         ids.append(callback._run.id)
+        settings.append(callback._run.settings)
         assert callback._run.group == "multirun/sweep-a"
+        if step == 0 and run_dir.parent.name == "a":
+            for logged in range(1, 6):
+                callback.log_metrics(logged, {"train/CE loss": 1.0 / logged})
         callback.close()
     assert ids[0] == ids[1] != ids[2]
     assert (tmp_path / "a" / "0" / "wandb_run_id").read_text() == ids[0]
+    # The resumed attempt rewinds the wandb run to the restored step (steps 4-5 get replaced).
+    assert settings[0].resume == "allow" and settings[0].resume_from is None
+    rewind = settings[1].resume_from
+    assert (rewind.run, rewind.metric, rewind.value) == (ids[0], "_step", 3)
+    assert settings[2].resume_from is None
 
 
 def test_a_failed_jobs_cause_is_never_a_peers_echo() -> None:
