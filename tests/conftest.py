@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 CONF = CONF_DIR
 
+# A developer's own cluster profile (~/.config/olmo-exp/cluster/default.yaml) must not change what
+# the tests compose; tests that want one point OLMO_EXP_CONFIG_DIR at their own directory.
+os.environ["OLMO_EXP_CONFIG_DIR"] = "/nonexistent/olmo-exp-tests"
+
 register()
 
 # Config checks against a fixed host (nothing launched, no GPU), whatever machine runs the tests.

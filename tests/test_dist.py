@@ -557,6 +557,34 @@ def test_torchrun_ranks_share_one_run_dir(runs: Runs) -> None:
     assert_same_losses(losses(run_dir), losses(runs.get("plain")), steps=list(range(1, 7)))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("dist,mesh", [("fsdp", "mesh (2,) ('dp',)"),
+                                       ("hsdp", "mesh (2, 1) ('dp_replicate', 'dp_shard')")])
+def test_two_torchrun_nodes_train_like_one_process(runs: Runs, dist: str, mesh: str) -> None:
+    """Two "nodes" on this machine: two torchrun agents (--nnodes 2, one rank each, a static
+    rendezvous at 127.0.0.1) as a user starts them on two hosts, with one explicit run dir.
+    dist.nodes=2: FSDP over both, HSDP with one replica per node (the preset's null)."""
+    reference = losses(runs.get("plain"))  # also prepares the data before two ranks look for it
+    run_dir, port = runs.root / f"two-nodes-{dist}", free_port()
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    procs = []
+    for node_rank in (0, 1):
+        cwd = runs.root / f"two-nodes-{dist}-cwd{node_rank}"  # nothing shared but the run dir
+        cwd.mkdir()
+        args = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+                f"--node_rank={node_rank}", "--nproc_per_node=1", "--master_addr=127.0.0.1",
+                f"--master_port={port}", str(REPO / "run.py"), f"data.output_dir={runs.data_dir}",
+                *TINY, *PLAIN, f"dist={dist}", "dist.nodes=2", f"hydra.run.dir={run_dir}"]
+        procs.append(subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-4000:] for o in outs)
+    assert f"FSDP2 blocks: {mesh}" in train_log(run_dir)
+    summary = json.loads((run_dir / "model_summary.json").read_text())["dist"]
+    assert (summary["strategy"], summary["world_size"]) == (dist, 2)
+    assert_same_losses(losses(run_dir), reference, steps=list(range(1, 7)))
+
+
 def _dying_worker(config_dict: dict[str, Any], run_dir: str, data_dir: str) -> None:
     """The real training worker; rank 1 dies abruptly once training has logged a step."""
     from olmo_exp.runtime.worker import train_worker

@@ -24,10 +24,22 @@ from conftest import REPO, TINY, cli, compose, compose_run, losses, read_jsonl
 from omegaconf import OmegaConf
 
 from olmo_exp.base.errors import ConfigError
-from olmo_exp.config.compose import tasks_per_node
+from olmo_exp.config.cluster import gres_gpus, tasks_per_node
 from olmo_exp.sweep.launcher import validate_for_layout
 
 PLAIN = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4"]
+
+
+# What sinfo would say, per partition (None = the default one): the fast tests do not depend on
+# the cluster (or its absence) on the machine that runs them.
+PARTITION_GPUS = {None: 0, "debug": 0, "gpu": 8}
+
+
+@pytest.fixture(autouse=True)
+def _fake_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from olmo_exp.config import cluster
+
+    monkeypatch.setattr(cluster, "partition_gpus", PARTITION_GPUS.get)
 
 
 def launcher(*overrides: str, name: str = "slurm") -> dict:
@@ -53,8 +65,9 @@ def test_slurm_launcher_follows_the_dist_group() -> None:
                       "hydra.launcher.partition=gpu")
     assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 4, 4)
     assert params["partition"] == "gpu"
-    # null nproc: one rank per GPU requested; CPU nodes: ranks without GPUs.
-    assert launcher("hydra.launcher.gpus_per_node=8")["tasks_per_node"] == 8
+    # null nproc: one rank per GPU requested (dist=single: one); CPU nodes: ranks without GPUs.
+    assert launcher("dist=fsdp", "hydra.launcher.gpus_per_node=8")["tasks_per_node"] == 8
+    assert launcher("hydra.launcher.gpus_per_node=8")["tasks_per_node"] == 1
     cpu = launcher("dist=fsdp", "dist.nproc_per_node=2", "hydra.launcher.gpus_per_node=0")
     assert (cpu["tasks_per_node"], cpu["gpus_per_node"]) == (2, 0)
     local = launcher("dist=fsdp", "dist.nproc_per_node=2", name="local")
@@ -65,6 +78,86 @@ def test_slurm_launcher_follows_the_dist_group() -> None:
 def test_tasks_per_node_rule() -> None:
     assert [tasks_per_node(None, None), tasks_per_node(None, 0), tasks_per_node(None, 4),
             tasks_per_node(2, None), tasks_per_node(2, 8)] == [1, 1, 4, 2, 2]
+    assert tasks_per_node(None, 4, "single") == 1
+
+
+def test_gpu_partition_gets_its_gpus_by_default() -> None:
+    """GPUs per node follow the partition's GRES (sinfo %G): every GPU and one rank each for
+    fsdp, one GPU for dist=single, one per rank with dist.nproc_per_node; none on CPU partitions
+    (the default partition here); an explicit hydra.launcher.gpus_per_node or profile value wins."""
+    assert [gres_gpus(g) for g in ("gpu:2", "(null)", "gpu:a100:8(S:0-1)", "gpu:4,mps:100",
+                                   "mps:100", "gpu:h100:4(S:0),gpu:a100:2(S:1)")] == [2, 0, 8, 4, 0, 6]
+    def layout(*o: str) -> tuple:
+        p = launcher(*o)
+        return p["partition"], p["gpus_per_node"], p["tasks_per_node"]
+
+    assert layout("dist=fsdp", "cluster.partition=gpu") == ("gpu", 8, 8)
+    assert layout("dist=hsdp", "hydra.launcher.partition=gpu") == ("gpu", 8, 8)
+    assert layout("cluster.partition=gpu") == ("gpu", 1, 1)  # dist=single: one process, one GPU
+    assert layout("dist=fsdp", "dist.nproc_per_node=2", "cluster.partition=gpu") == ("gpu", 2, 2)
+    assert layout("dist=fsdp") == (None, None, 1)  # default partition: CPU nodes
+    assert layout("dist=fsdp", "cluster.partition=debug", "dist.nproc_per_node=2") == ("debug", None, 2)
+    assert layout("dist=fsdp", "cluster.partition=gpu", "hydra.launcher.gpus_per_node=4") == ("gpu", 4, 4)
+    assert layout("dist=fsdp", "cluster.partition=gpu", "cluster.gpus_per_node=0",
+                  "dist.nproc_per_node=2") == ("gpu", 0, 2)
+
+
+def test_gpu_jobs_are_validated_with_the_jobs_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPUs a job asked for, not this (GPU-less) machine's: more ranks than GPUs is refused,
+    and so is what only a GPU host refuses (FSDP2 CPU offload)."""
+    for key in ("RANK", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS", "SUBMITIT_EXECUTOR"):
+        monkeypatch.delenv(key, raising=False)
+    fsdp = compose_run("dist=fsdp", "dist.nproc_per_node=4", "train.global_batch_size=8",
+                       "train.micro_batch_size=2")
+    validate_for_layout(fsdp, nodes=1, tasks_per_node=4, kind="slurm", gpus_per_node=4)
+    with pytest.raises(ConfigError) as err:
+        validate_for_layout(fsdp, nodes=1, tasks_per_node=4, kind="slurm", gpus_per_node=2)
+    assert err.value.key == "dist.nproc_per_node" and "gpus_per_node=0" in str(err.value)
+    offload = compose_run("dist=fsdp", "dist.nproc_per_node=2", "dist.cpu_offload=true")
+    validate_for_layout(offload, nodes=1, tasks_per_node=2, kind="slurm")  # CPU nodes: fine
+    with pytest.raises(ConfigError) as err:
+        validate_for_layout(offload, nodes=1, tasks_per_node=2, kind="slurm", gpus_per_node=2)
+    assert err.value.key == "dist.cpu_offload"
+
+
+PROFILE = """partition: gpu
+timeout_min: 17
+mem_gb: 3
+setup:
+  - module load cuda/12.4
+  - source ~/venvs/olmo/bin/activate
+"""
+
+
+def test_cluster_profile_is_written_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """cluster/default.yaml in the user's config dir: every SLURM command picks it up; cluster=NAME
+    picks another; a key on the command line still wins."""
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "default.yaml").write_text(PROFILE)
+    (tmp_path / "cluster" / "big.yaml").write_text("partition: big\naccount: proj7\n")
+    monkeypatch.setenv("OLMO_EXP_CONFIG_DIR", str(tmp_path))
+    for command in (["model=gqa_3kv", "dist=fsdp"], ["model.n_kv_heads=1"],
+                    ["dist=hsdp", "dist.nodes=2"]):
+        p = launcher(*command)
+        assert (p["partition"], p["timeout_min"], p["mem_gb"]) == ("gpu", 17, 3), command
+        assert compose(command).cluster.setup == ["module load cuda/12.4",
+                                                  "source ~/venvs/olmo/bin/activate"]
+    assert launcher("hydra.launcher.timeout_min=5")["timeout_min"] == 5
+    big = launcher("cluster=big")
+    assert (big["partition"], big["account"], big["timeout_min"]) == ("big", "proj7", 60)
+    # --help names the profile in use and what it sets
+    from olmo_exp.cli.usage import answer_help
+
+    assert answer_help("run", ["--help"])
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Cluster"))
+    assert line == (f"Cluster profile (SLURM): default ({tmp_path}/cluster/default.yaml): "
+                    "partition=gpu mem_gb=3 timeout_min=17 signal_delay_s=120 "
+                    "setup=['module load cuda/12.4', 'source ~/venvs/olmo/bin/activate']"), line
+    monkeypatch.setenv("OLMO_EXP_CONFIG_DIR", str(tmp_path / "none"))  # no profile: defaults
+    assert launcher()["partition"] is None and launcher()["timeout_min"] == 60
+    assert answer_help("run", ["--help"])
+    assert "Cluster profile (SLURM): none; write" in capsys.readouterr().out
 
 
 def test_points_are_validated_with_their_job_layout(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,22 +329,38 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
 
 @pytest.mark.slow  # starts processes
 def test_wandb_run_id_is_per_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two sweeps' job #0 never share a wandb run; a requeued job (same run dir) continues its own."""
+    """Two sweeps' job #0 never share a wandb run; a requeued job (same run dir) continues its own,
+    rewound to the step its checkpoint restored (offline wandb: the server-side rewind itself is
+    not observable here, the run's resume_from setting is)."""
+    from types import SimpleNamespace
+
     from olmo_exp.config.wandb import WandbConfig, WandbMode
     from olmo_exp.runtime.callbacks import WandbLogCallback
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     config = WandbConfig(enabled=True, mode=WandbMode.offline, group="multirun/sweep-a")
-    ids = []
-    for run_dir in (tmp_path / "a" / "0", tmp_path / "a" / "0", tmp_path / "b" / "0"):
+    ids, settings = [], []
+    # a/0 starts, logs steps 1-5, crashes; its next attempt resumed the checkpoint of step 3.
+    for run_dir, step in ((tmp_path / "a" / "0", 0), (tmp_path / "a" / "0", 3),
+                          (tmp_path / "b" / "0", 0)):
         run_dir.mkdir(parents=True, exist_ok=True)
         callback = WandbLogCallback(config=config, run_dir=run_dir, run_name=run_dir.name)
+        callback.trainer = SimpleNamespace(global_step=step)  # after olmo-core loaded a checkpoint
         callback.pre_train()
         ids.append(callback._run.id)
+        settings.append(callback._run.settings)
         assert callback._run.group == "multirun/sweep-a"
+        if step == 0 and run_dir.parent.name == "a":
+            for logged in range(1, 6):
+                callback.log_metrics(logged, {"train/CE loss": 1.0 / logged})
         callback.close()
     assert ids[0] == ids[1] != ids[2]
     assert (tmp_path / "a" / "0" / "wandb_run_id").read_text() == ids[0]
+    # The resumed attempt rewinds the wandb run to the restored step (steps 4-5 get replaced).
+    assert settings[0].resume == "allow" and settings[0].resume_from is None
+    rewind = settings[1].resume_from
+    assert (rewind.run, rewind.metric, rewind.value) == (ids[0], "_step", 3)
+    assert settings[2].resume_from is None
 
 
 def test_a_failed_jobs_cause_is_never_a_peers_echo() -> None:

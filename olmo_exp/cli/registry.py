@@ -3,7 +3,11 @@ plugin registry, and the ``--help`` resolver. Called by every entry point and by
 
 from __future__ import annotations
 
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+
 from olmo_exp.cli import usage
+from olmo_exp.config.cluster import user_config_dir
 from olmo_exp.config.compose import register_schemas
 from olmo_exp.sweep.launcher import LocalLauncher, SlurmLauncher
 
@@ -26,7 +30,23 @@ def register_launchers() -> None:
     registry[PLUGIN_NAMES["local"]] = LocalLauncher
 
 
+class UserConfigSearchPath(SearchPathPlugin):
+    """Adds :func:`user_config_dir` after conf/ on Hydra's search path, when it exists.
+
+    A plugin rather than ``hydra.searchpath`` in conf/config.yaml: Hydra warns on every command
+    about a searchpath entry that does not exist, and most users have no profile. Read each time
+    Hydra builds a search path, so the environment variable of that moment counts."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        path = user_config_dir()
+        if path.is_dir():
+            search_path.append(provider="olmo-exp user config", path=f"file://{path.resolve()}")
+
+
 def register(app: str = "run") -> None:
+    from hydra.core.plugins import Plugins
+
     register_schemas()
     register_launchers()
+    Plugins.instance().register(UserConfigSearchPath)
     usage.register(app)  # ${olmo_help:...} in hydra.help.template

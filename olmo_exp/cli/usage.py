@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from olmo_exp.base.files import CONF_DIR, readme_text
+from olmo_exp.config.cluster import profile_file, user_config_dir
 
 WIDTH = 100
 
@@ -136,6 +137,21 @@ def _keys(app: dict[str, Any], root: Any) -> str:
     return "\n".join(f"  {k:<{width}}  {w}" for k, w in rows)
 
 
+def _cluster_profile(root: Any) -> str:
+    """Which SLURM profile every -m hydra/launcher=slurm command of this command line uses."""
+    from hydra.core.hydra_config import HydraConfig
+
+    name = HydraConfig.get().runtime.choices.get("cluster")
+    path = profile_file(name, CONF_DIR)
+    if path is None:
+        return (f"Cluster profile (SLURM): none; write {user_config_dir()}/cluster/default.yaml "
+                "once (README \"Cluster profile\")")
+    cluster = OmegaConf.to_container(root.cluster, resolve=True)
+    assert isinstance(cluster, dict)
+    settings = " ".join(f"{k}={v}" for k, v in cluster.items() if v not in (None, [], ""))
+    return f"Cluster profile (SLURM): {name} ({path}): {settings}"
+
+
 def readme_examples(contains: str | None = None) -> list[str]:
     """The README's example commands: its ```bash blocks after the first (install and tests)."""
     blocks = re.findall(r"```bash\n(.*?)```", readme_text(), flags=re.S)
@@ -152,6 +168,8 @@ def help_section(section: str, app_name: str, *, _root_: Any) -> str:
     app = APPS[app_name]
     if section == "header":
         text = f"{textwrap.fill(app['about'], WIDTH)}\n\nUsage: {app['usage']}"
+        if app_name == "run":
+            text += f"\n{_cluster_profile(_root_)}"
     elif section == "groups":
         text = _groups(app)
     elif section == "keys":

@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from olmo_exp.base.files import CONF_DIR, SWEEPS_DIR
+from olmo_exp.config.cluster import ClusterConfig, default_gpus_per_node, tasks_per_node
 from olmo_exp.config.data import DataConfig
 from olmo_exp.config.dist import DistConfig
 from olmo_exp.config.lws import LWSConfig
@@ -33,6 +34,7 @@ def register_schemas() -> None:
     cs.store(group="dist", name="dist_schema", node=DistConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="train", name="train_schema", node=TrainConfig)
+    cs.store(group="cluster", name="cluster_schema", node=ClusterConfig)
     # The presets live outside conf/ (one folder of research questions, not run settings); stored
     # by absolute path so that `+sweep=NAME` works from any working directory.
     for path in sorted(SWEEPS_DIR.glob("*.yaml")):
@@ -42,15 +44,9 @@ def register_schemas() -> None:
 def register_resolvers() -> None:
     # hydra.run.dir: one directory per launch, the same for every rank that torchrun starts.
     OmegaConf.register_new_resolver("olmo_run_id", shared_run_id, replace=True)
-    # hydra/launcher=slurm|local: one task per rank.
+    # hydra/launcher=slurm|local: one task per rank; GPUs from the cluster profile or partition.
     OmegaConf.register_new_resolver("olmo_tasks_per_node", tasks_per_node, replace=True)
-
-
-def tasks_per_node(nproc_per_node: int | None, gpus_per_node: int | None) -> int:
-    """One task = one rank: ``dist.nproc_per_node``; null = one per GPU, or 1 without GPUs."""
-    if nproc_per_node is not None:
-        return int(nproc_per_node)
-    return max(int(gpus_per_node or 0), 1)
+    OmegaConf.register_new_resolver("olmo_gpus_per_node", default_gpus_per_node, replace=True)
 
 
 def compose(overrides: list[str] | None = None, *, return_hydra_config: bool = False) -> DictConfig:

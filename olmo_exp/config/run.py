@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from olmo_exp.base.errors import ConfigError, non_negative, positive
 from olmo_exp.config import topology as topo
+from olmo_exp.config.cluster import ClusterConfig
 from olmo_exp.config.data import DataConfig
 from olmo_exp.config.dist import DistConfig
 from olmo_exp.config.generate import GenerateConfig
@@ -26,6 +27,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """SLURM settings (conf/hydra/launcher/slurm.yaml reads them); nothing else uses them."""
     dry_run: bool = False
 
     def validate(self, host: topo.Host | None = None) -> None:

@@ -83,16 +83,23 @@ class WandbLogCallback(Callback):
             return
         import wandb
 
-        # One wandb run per run dir: a new id the first time, the same one when the run dir
-        # resumes (a requeued job), never another sweep's run with the same job number.
-        id_file = self.run_dir / "wandb_run_id"
-        if not id_file.exists():
-            id_file.write_text(uuid.uuid4().hex[:12])
         self._run = wandb.init(
             project=self.config.project, entity=self.config.entity, group=self.config.group,
             name=self.run_name, config=self.run_config, mode=self.config.mode.value,
-            resume="allow", id=id_file.read_text().strip(), dir=str(self.run_dir),
+            dir=str(self.run_dir), **self.init_kwargs(self.trainer.global_step),
         )
+
+    def init_kwargs(self, step: int) -> dict[str, str]:
+        """Which wandb run, and from where: one wandb run per run dir (a new id the first time, never
+        another sweep's run with the same job number). An earlier attempt of this run dir (crash,
+        requeue) may have logged steps past its last checkpoint: ``resume_from`` rewinds the wandb
+        run to ``step``, the step training resumes after (checkpoint loaded), so those steps are
+        replaced instead of dropped as non-monotonic (``resume="allow"`` would keep the stale ones)."""
+        id_file = self.run_dir / "wandb_run_id"
+        if not id_file.exists():
+            id_file.write_text(uuid.uuid4().hex[:12])
+            return {"id": id_file.read_text().strip(), "resume": "allow"}
+        return {"resume_from": f"{id_file.read_text().strip()}?_step={step}"}
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         if self._run is not None:

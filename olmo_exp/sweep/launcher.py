@@ -163,10 +163,13 @@ class _SweepLauncher(BaseSubmititLauncher):
         assert isinstance(params, dict)
         params.pop("_target_", None)
         config = run_config(sweep_cfg)  # what the task function will receive
+        if "setup" in params and params["setup"] is None:  # see conf/hydra/launcher/slurm.yaml
+            params["setup"] = list(config.cluster.setup)
         shown = _shown_overrides(overrides, all_points)
         try:
             validate_for_layout(config, nodes=int(params["nodes"]),
-                                tasks_per_node=int(params["tasks_per_node"]), kind=self._EXECUTOR)
+                                tasks_per_node=int(params["tasks_per_node"]), kind=self._EXECUTOR,
+                                gpus_per_node=int(params.get("gpus_per_node") or 0))
         except ConfigError as e:
             raise LaunchRejected(f"sweep point #{num} ({shown}): {e}") from None
         run_dir = Path(str(sweep_cfg.hydra.sweep.dir)) / str(sweep_cfg.hydra.sweep.subdir)
@@ -195,6 +198,9 @@ class _SweepLauncher(BaseSubmititLauncher):
             executor.update_parameters(**{
                 k if k in base_keys else f"{self._EXECUTOR}_{k}": v for k, v in params.items()
             })
+            # What each job asks for, in one line (the submission script has it as #SBATCH lines).
+            log.info("%d job(s): %s", len(group), " ".join(
+                f"{k}={params.get(k)}" for k in _SHOWN if k in params or k == "gpus_per_node"))
             for p in group:
                 log.info("\t#%d : %s", p.num, " ".join(filter_overrides(p.overrides)))
             try:
@@ -306,11 +312,24 @@ class LocalLauncher(_SweepLauncher):
 
 # -- validation with the job's layout -------------------------------------------------------------
 
-def validate_for_layout(config: Any, *, nodes: int, tasks_per_node: int, kind: str) -> None:
-    """``config.validate()`` as a task of a job with ``nodes`` x ``tasks_per_node`` ranks will run it:
-    against the launcher environment such a task will see, not this (submitting) process's."""
+_SHOWN = ("partition", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb",
+          "timeout_min", "account", "qos", "constraint")
+
+
+def validate_for_layout(config: Any, *, nodes: int, tasks_per_node: int, kind: str,
+                        gpus_per_node: int = 0) -> None:
+    """``config.validate()`` as a task of a job with ``nodes`` x ``tasks_per_node`` ranks and
+    ``gpus_per_node`` GPUs will run it: against the launcher environment and the GPUs such a task
+    will see, not this (submitting) process's (a login node often has no GPU, or other ones)."""
 
     config = copy.deepcopy(config)
+    if gpus_per_node and tasks_per_node > gpus_per_node:
+        # NCCL cannot run two ranks on one GPU ("Duplicate GPU detected").
+        key = "dist.nproc_per_node" if config.dist.nproc_per_node is not None \
+            else "hydra.launcher.tasks_per_node"
+        raise ConfigError(key, tasks_per_node, f"must be <= {gpus_per_node}: the job asks for "
+                          f"{gpus_per_node} GPU(s) per node (hydra.launcher.gpus_per_node), one "
+                          "per rank; for CPU ranks set hydra.launcher.gpus_per_node=0")
     world = nodes * tasks_per_node
     launched = None  # what topo.launcher_env() will find in each task
     if world > 1 and kind == "slurm":
@@ -322,7 +341,9 @@ def validate_for_layout(config: Any, *, nodes: int, tasks_per_node: int, kind: s
         launched = topo.LauncherEnv("submitit_local", world, world, 1)
     elif config.dist.nproc_per_node is None:
         config.dist.nproc_per_node = 1  # one task without GPUs requested: one process
-    check_run(config, topo.Host(launched=launched, gpus=topo.host().gpus))
+    # A SLURM task sees the GPUs its job asked for; a local job runs on this machine's.
+    gpus = gpus_per_node if kind == "slurm" else topo.host().gpus
+    check_run(config, topo.Host(launched=launched, gpus=gpus))
 
 
 # -- reporting helpers ----------------------------------------------------------------------------

@@ -57,6 +57,11 @@ LONG = [*SMALL, f"train.max_steps={LONG_STEPS}", "train.checkpoint_interval=1000
 # Every job asks for little so that they share the node (the tiny runs need far less).
 JOB = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 TIMEOUT_MIN = 10  # until the test lowers it
+PROFILE = """partition: gpu
+timeout_min: 7
+setup:
+  - export OLMO_PROFILE_SETUP=ran
+"""
 SIGNAL_DELAY_S = 120  # >= any lowered remaining time: the signal comes at slurmctld's next check
 
 
@@ -252,14 +257,16 @@ def in_background(sweep: Sweep, action) -> threading.Thread:
     return thread
 
 
-def start_sweep(name: str, root: Path, data_dir: Path, *overrides: str) -> Sweep:
+def start_sweep(name: str, root: Path, data_dir: Path, *overrides: str,
+                env: dict[str, str] | None = None) -> Sweep:
     cwd = root / name
     cwd.mkdir(parents=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
     args = [sys.executable, str(REPO / "run.py"), "-m", "hydra/launcher=slurm",
             f"data.output_dir={data_dir}", f"hydra.sweep.dir={cwd / 'sweep'}", *JOB, *overrides]
     with open(cwd / "stdout", "w") as out, open(cwd / "stderr", "w") as err:
-        proc = subprocess.Popen(args, cwd=cwd, env=sweep_env(), stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(args, cwd=cwd, env={**sweep_env(), **(env or {})}, stdout=out,
+                                stderr=err, text=True)
     return Sweep(name, cwd, proc, started)
 
 
@@ -272,6 +279,11 @@ def sweeps(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
                           timeout=900)
     assert prep.returncode == 0, prep.stderr[-4000:]
     root = tmp_path_factory.mktemp("slurm")
+    # A cluster profile written once (partition gpu, time limit, setup line), used by two commands.
+    profile = root / "user-config"
+    (profile / "cluster").mkdir(parents=True)
+    (profile / "cluster" / "default.yaml").write_text(PROFILE)
+    with_profile = {"OLMO_EXP_CONFIG_DIR": str(profile)}
     started = time.monotonic()
     running = {
         "grid": start_sweep("grid", root, data_dir, *TINY, *GRID_MODEL, *GRID_SWEEP),
@@ -283,6 +295,16 @@ def sweeps(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
                                f"hydra.launcher.timeout_min={TIMEOUT_MIN}",
                                f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
                                "hydra.launcher.max_num_timeout=2"),
+        # Dry runs (validation and the model table in every task, no training): the profile's
+        # GPU partition, GPUs not asked for; the same profile on the CPU partition.
+        "gpu_default": start_sweep("gpu_default", root, data_dir, *SMALL, "dist=fsdp",
+                                   "dry_run=true", env=with_profile),
+        "cpu_default": start_sweep("cpu_default", root, data_dir, *SMALL, "dist=fsdp",
+                                   "dry_run=true", "cluster.partition=debug", env=with_profile),
+        # Two nodes of partition gpu, one rank each: HSDP with one replica per node.
+        "hsdp_2node": start_sweep("hsdp_2node", root, data_dir, *TINY, *GRID_MODEL, *FSDP_POINT,
+                                  "dist=hsdp", "dist.nodes=2", "dist.nproc_per_node=1",
+                                  "cluster.partition=gpu"),
     }
     threads = [in_background(running["crash"], lambda s: kill_a_training_task(s, 1)),
                in_background(running["timeout"], cut_the_time_limit)]
@@ -398,3 +420,63 @@ def test_time_limit_requeues_and_resumes_losing_nothing(sweeps: dict[str, Sweep]
     crash.wait()
     uninterrupted = assert_finished(crash.run_dir(0), LONG_STEPS)
     assert_same_losses(resumed, uninterrupted, list(range(1, LONG_STEPS + 1)))
+
+
+def sbatch_lines(sweep: Sweep) -> set[str]:
+    """The #SBATCH lines of the sweep's submission script(s)."""
+    scripts = list((sweep.dir / ".submitit").glob("*/*_submission.sh"))
+    assert scripts, sweep.describe()
+    return {line.strip() for p in scripts for line in p.read_text().splitlines()
+            if line.startswith("#SBATCH") or line.startswith("export OLMO_PROFILE_SETUP")}
+
+
+def test_gpu_partition_gets_its_gpus_and_a_rank_each(sweeps: dict[str, Sweep]) -> None:
+    """The profile's partition gpu (GRES gpu:2) asks for both GPUs and one task per GPU without
+    being told; the job's ranks see no CUDA here and validate and run on CPU over gloo."""
+    sweep = sweeps["gpu_default"]
+    result = sweep.wait()
+    assert result.returncode == 0, sweep.describe()
+    lines = sbatch_lines(sweep)
+    for want in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2",
+                 "#SBATCH --ntasks-per-node=2", "#SBATCH --time=7",
+                 "export OLMO_PROFILE_SETUP=ran"):  # the profile's setup line, in the script
+        assert want in lines, (want, lines)
+    assert "gpus_per_node=2" in result.stderr + result.stdout  # the command says what it asked
+    dist = json.loads((sweep.run_dir(0) / "model_summary.json").read_text())["dist"]
+    assert (dist["world_size"], dist["device"], dist["backend"]) == (2, "cpu", "gloo"), dist
+
+
+def test_cpu_partition_gets_no_gpus(sweeps: dict[str, Sweep]) -> None:
+    sweep = sweeps["cpu_default"]
+    result = sweep.wait()
+    assert result.returncode == 0, sweep.describe()
+    lines = sbatch_lines(sweep)
+    assert "#SBATCH --partition=debug" in lines and "#SBATCH --ntasks-per-node=1" in lines, lines
+    assert not any("gpu" in line for line in lines), lines
+    assert "#SBATCH --time=7" in lines  # the rest of the profile still applies
+    dist = json.loads((sweep.run_dir(0) / "model_summary.json").read_text())["dist"]
+    assert (dist["strategy"], dist["world_size"]) == ("fsdp", 1), dist
+
+
+def test_two_node_hsdp_job_trains_like_one_process(sweeps: dict[str, Sweep]) -> None:
+    """-N 2 on partition gpu, one rank per node: HSDP with one replica per node (2 x 1), the ranks
+    meeting at the first node; the 1-process run's losses."""
+    sweep = sweeps["hsdp_2node"]
+    result = sweep.wait()
+    assert result.returncode == 0, sweep.describe()
+    ran_under_sbatch(sweep, 1)
+    lines = sbatch_lines(sweep)
+    assert {"#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=1",
+            "#SBATCH --partition=gpu"} <= lines, lines
+    run_dir = sweep.run_dir(0)
+    assert "mesh (2, 1) ('dp_replicate', 'dp_shard')" in (run_dir / "train.log").read_text()
+    (job,) = {row["JobIDRaw"] for row in sweep.slurm_jobs()}
+    nodes = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job, "-o", "NodeList"],
+                           capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    assert nodes == ["gpu[1-2]"], nodes  # one task on each node
+    grid = sweeps["grid"]
+    assert grid.wait().returncode == 0, grid.describe()
+    (reference,) = [grid.run_dir(n) for n in range(4) if all(
+        o in (grid.run_dir(n) / ".hydra" / "overrides.yaml").read_text() for o in FSDP_POINT)]
+    assert_same_losses(assert_finished(run_dir, 6), assert_finished(reference, 6),
+                       list(range(1, 7)))
