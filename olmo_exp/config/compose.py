@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from olmo_exp.base.files import CONF_DIR, SWEEPS_DIR
 from olmo_exp.config.data import DataConfig
 from olmo_exp.config.dist import DistConfig
+from olmo_exp.config.eval import EvalConfig
 from olmo_exp.config.lws import LWSConfig
 from olmo_exp.config.model import ModelConfig
 from olmo_exp.config.run import RunConfig
@@ -33,6 +34,7 @@ def register_schemas() -> None:
     cs.store(group="dist", name="dist_schema", node=DistConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="train", name="train_schema", node=TrainConfig)
+    cs.store(group="eval", name="eval_schema", node=EvalConfig)
     # The presets live outside conf/ (one folder of research questions, not run settings); stored
     # by absolute path so that `+sweep=NAME` works from any working directory.
     for path in sorted(SWEEPS_DIR.glob("*.yaml")):
