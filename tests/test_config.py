@@ -89,17 +89,16 @@ def test_short_run_caps_warmup_and_intervals_at_its_length() -> None:
     # GPU memory metrics follow the world the run object resolved, not this machine's devices
     assert "gpu_memory" not in trainer.callbacks
     assert "gpu_memory" in train.trainer_config(run_dir=Path("run"), callbacks={}, on_gpu=True).callbacks
-    evaluator = train.evaluator_config(eval_dataset=None)
-    assert (evaluator.eval_interval, evaluator.eval_on_finish) == (5, False)  # once, at step 5
+    assert train.eval_schedule() == (5, False)  # once, at step 5
     # a run as long as its warmup or longer is left alone and says nothing
     assert compose_run("train.max_steps=100").notices(cpu_world()) == []
 
 
 TRAIN_KEYS = ("max_steps, global_batch_size, micro_batch_size, lr, weight_decay, warmup_steps, "
-              "max_grad_norm, checkpoint_interval, eval_interval, eval_batches, log_interval, "
+              "max_grad_norm, checkpoint_interval, eval_interval, eval_tokens, log_interval, "
               "seed, stop_at_step, peak_tflops, console")
-TOP_LEVEL = ("valid: top-level keys (model, dist, data, train, generate, wandb, cluster, dry_run) and "
-             "groups (cluster, data, dist, model, model/lws, sweep, train)")
+TOP_LEVEL = ("valid: top-level keys (model, dist, data, train, generate, wandb, cluster, eval, dry_run) "
+             "and groups (cluster, data, dist, eval, model, model/lws, sweep, train)")
 
 
 @pytest.mark.parametrize(
@@ -116,7 +115,7 @@ TOP_LEVEL = ("valid: top-level keys (model, dist, data, train, generate, wandb, 
         ("+typo=1", f"+typo=1: typo is not a config key; {TOP_LEVEL}"),
         ("++typo=1", f"++typo=1: typo is not a config key; {TOP_LEVEL}"),
         ("train.lr.x=1", "train.lr.x=1: train.lr.x is not a config key; train.lr is a value, not a config node"),
-        ("+model/typo=x", "+model/typo=x: model/typo is not a config group; groups: cluster, data, dist, model, model/lws, sweep, train"),
+        ("+model/typo=x", "+model/typo=x: model/typo is not a config group; groups: cluster, data, dist, eval, model, model/lws, sweep, train"),
         ("++model.lws.qkv_scalar=[1,2]", "++model.lws.qkv_scalar=[1,2]: model.lws.qkv_scalar is not a config "
          "key; did you mean model.lws.qkv_scalars? keys of model.lws: name, qkv_scalars, fnn_scalars, "
          "output_scalars, ffn_multiple_of"),

@@ -18,6 +18,7 @@ from olmo_exp.base.files import CONF_DIR, SWEEPS_DIR
 from olmo_exp.config.cluster import ClusterConfig, default_gpus_per_node, tasks_per_node
 from olmo_exp.config.data import DataConfig
 from olmo_exp.config.dist import DistConfig
+from olmo_exp.config.eval import EvalConfig
 from olmo_exp.config.lws import LWSConfig
 from olmo_exp.config.model import ModelConfig
 from olmo_exp.config.run import RunConfig
@@ -35,6 +36,7 @@ def register_schemas() -> None:
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="train", name="train_schema", node=TrainConfig)
     cs.store(group="cluster", name="cluster_schema", node=ClusterConfig)
+    cs.store(group="eval", name="eval_schema", node=EvalConfig)
     # The presets live outside conf/ (one folder of research questions, not run settings); stored
     # by absolute path so that `+sweep=NAME` works from any working directory.
     for path in sorted(SWEEPS_DIR.glob("*.yaml")):

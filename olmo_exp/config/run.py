@@ -13,6 +13,7 @@ from olmo_exp.config import topology as topo
 from olmo_exp.config.cluster import ClusterConfig
 from olmo_exp.config.data import DataConfig
 from olmo_exp.config.dist import DistConfig
+from olmo_exp.config.eval import EvalConfig
 from olmo_exp.config.generate import GenerateConfig
 from olmo_exp.config.model import ModelConfig
 from olmo_exp.config.train import TrainConfig
@@ -29,6 +30,7 @@ class RunConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     """SLURM settings (conf/hydra/launcher/slurm.yaml reads them); nothing else uses them."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
     dry_run: bool = False
 
     def validate(self, host: topo.Host | None = None) -> None:
@@ -54,6 +56,11 @@ class RunConfig:
                 "data.sequence_length", self.data.sequence_length,
                 f"must be <= model.max_sequence_length={self.model.max_sequence_length}",
             )
+        if self.train.eval_tokens < self.data.sequence_length:
+            raise ConfigError("train.eval_tokens", self.train.eval_tokens,
+                              f"must be >= data.sequence_length={self.data.sequence_length} "
+                              "(at least one validation sequence)")
+        self.eval.validate(model_context=self.model.max_sequence_length)
         non_negative("generate.interval", self.generate.interval)
         positive("generate.max_new_tokens", self.generate.max_new_tokens)
         non_negative("generate.temperature", self.generate.temperature)

@@ -12,9 +12,7 @@ from olmo_exp.base.errors import ConfigError, non_negative, positive
 
 if TYPE_CHECKING:
     from olmo_core.config import DType
-    from olmo_core.data import NumpyDatasetConfig
     from olmo_core.train import TrainerConfig
-    from olmo_core.train.callbacks import LMEvaluatorCallbackConfig
     from olmo_core.train.train_module import (
         TransformerActivationCheckpointingConfig,
         TransformerDataParallelConfig,
@@ -45,8 +43,10 @@ class TrainConfig:
     (benchmarks: a 1B model's final checkpoint is 16 GB of disk writes)."""
     eval_interval: int = 50
     """Steps between validation-loss evaluations (0 = off); validation also runs at the end."""
-    eval_batches: int = 4
-    """Validation batches (of micro_batch_size sequences) per evaluation, at least 1."""
+    eval_tokens: int = 16384
+    """Validation tokens per evaluation: the first eval_tokens // data.sequence_length sequences
+    of the validation split, the same text for every job whatever its micro-batch size or ranks
+    (olmo_exp/build/eval.py). The split must hold that many."""
     log_interval: int = 5
     """Steps between metric collections (each one lands in metrics.jsonl)."""
     seed: int = 42
@@ -61,7 +61,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         for key in ("max_steps", "global_batch_size", "micro_batch_size", "lr",
-                    "log_interval", "eval_batches"):
+                    "log_interval", "eval_tokens"):
             positive(f"train.{key}", getattr(self, key))
         positive("train.peak_tflops", self.peak_tflops, allow_none=True)
         # warmup and intervals larger than the run are capped at max_steps (see capped()), so
@@ -145,17 +145,10 @@ class TrainConfig:
             callbacks={**stock, **callbacks},
         )
 
-    def evaluator_config(self, eval_dataset: NumpyDatasetConfig) -> LMEvaluatorCallbackConfig:
-        """Validation loss every eval_interval steps, and once at the last step."""
-        from olmo_core.train import Duration
-        from olmo_core.train.callbacks import LMEvaluatorCallbackConfig
-
+    def eval_schedule(self) -> tuple[int, bool]:
+        """(eval_interval as this run uses it, whether to evaluate once more at the last step):
+        every evaluator runs every eval_interval steps and at the end."""
         interval = self.capped("eval_interval")
-        return LMEvaluatorCallbackConfig(
-            eval_dataset=eval_dataset,
-            eval_interval=interval,
-            eval_on_finish=(self.stop_at_step or self.max_steps) % interval != 0,
-            eval_duration=Duration.steps(self.eval_batches),
-        )
-
-
+        if interval == 0:  # off
+            return 0, False
+        return interval, (self.stop_at_step or self.max_steps) % interval != 0

@@ -73,23 +73,34 @@ class Manifest:
 
     def dataset_config(self, split: str, *, sequence_length: int,
                        work_dir: str) -> NumpyDatasetConfig:
-        """olmo-core's dataset over one split: fixed-length for training, padded for evaluation.
+        """olmo-core's dataset over one split: the token stream cut into ``sequence_length``
+        sequences (each token file on its own), for training and for validation alike.
 
         The dtype comes from the manifest, never guessed from the vocab size. ``work_dir`` must be
         shared by all ranks (olmo-core keeps one index there).
         """
         from olmo_core.data import NumpyFSLDatasetConfig, TokenizerConfig
-        from olmo_core.data.numpy_dataset import NumpyPaddedFSLDatasetConfig
 
         tokenizer = TokenizerConfig(vocab_size=self.vocab_size, eos_token_id=self.eos_token_id,
                                     pad_token_id=self.pad_token_id)
-        paths = self.paths(split)
-        common = dict(tokenizer=tokenizer, paths=paths, sequence_length=sequence_length,
-                      dtype=self.numpy_dtype(), work_dir=work_dir)
-        if split == "train":
-            return NumpyFSLDatasetConfig(**common)
-        # The evaluator reports one loss per label: here, the whole split.
-        return NumpyPaddedFSLDatasetConfig(**common, metadata=[{"label": split}] * len(paths))
+        return NumpyFSLDatasetConfig(tokenizer=tokenizer, paths=self.paths(split),
+                                     sequence_length=sequence_length, dtype=self.numpy_dtype(),
+                                     work_dir=work_dir)
+
+    def sequences(self, split: str, sequence_length: int) -> int:
+        """How many sequences :meth:`dataset_config` cuts from a split."""
+        return sum(int(s["tokens"]) // sequence_length for s in self.shards(split))
+
+    def eval_sequences(self, eval_tokens: int, sequence_length: int) -> int:
+        """The validation sequences ``train.eval_tokens`` asks for; one-line DataError if the
+        split holds fewer."""
+        wanted, held = eval_tokens // sequence_length, self.sequences("validation", sequence_length)
+        if wanted > held:
+            raise DataError(
+                f"train.eval_tokens={eval_tokens} is more than the validation split of {self.root} "
+                f"holds: {held} sequences of {sequence_length} tokens ({held * sequence_length}); "
+                "lower train.eval_tokens or prepare more validation data")
+        return wanted
 
     @property
     def tokenizer_path(self) -> Path:

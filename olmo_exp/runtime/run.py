@@ -125,6 +125,8 @@ class Run:
             # Refuses a tokenizer, vocab, eos/pad or dtype mismatch and missing/truncated shards.
             manifest.verify(model_vocab_size=self.config.model.padded_vocab_size(manifest.vocab_size),
                             tokenizer=tokenizer)
+            if self.config.train.eval_interval > 0:  # the validation set every job shares
+                manifest.eval_sequences(self.config.train.eval_tokens, self.config.data.sequence_length)
         except DataError as e:
             self._reject(e)
         self._write_hydra_files()

@@ -40,6 +40,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
     from olmo_core.distributed.utils import get_rank, get_world_size
     from olmo_core.utils import setup_logging
 
+    from olmo_exp.build.eval import eval_callbacks
     from olmo_exp.data.manifest import Manifest
     from olmo_exp.data.prep import load_tokenizer
     from olmo_exp.runtime.callbacks import (
@@ -104,10 +105,13 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
             path=run_dir / "generations.jsonl",
         ),
     }
-    if train.eval_interval > 0 and manifest.paths("validation"):
-        callbacks["lm_evaluator"] = train.evaluator_config(
-            manifest.dataset_config("validation", sequence_length=seq_len, work_dir=work_dir)
-        )
+    if train.eval_interval > 0:  # validation loss + BPB (+ the eval group's downstream tasks)
+        interval, on_finish = train.eval_schedule()
+        callbacks.update(eval_callbacks(
+            manifest=manifest, sequence_length=seq_len, work_dir=work_dir,
+            eval_tokens=train.eval_tokens, micro_batch_size=train.micro_batch_size,
+            eval_interval=interval, eval_on_finish=on_finish, tasks=cfg.eval.tasks,
+            max_examples=cfg.eval.max_examples, context=cfg.model.max_sequence_length))
     if train.console == ConsoleMode.compact:  # replaces olmo-core's block (train.trainer_config)
         callbacks["console"] = ConsoleCallback(world_size=get_world_size(),
                                                progress_bar=console.want_progress_bar())

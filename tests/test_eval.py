@@ -1,0 +1,157 @@
+"""Evaluation: one validation set for every job (train.eval_tokens), bits per byte, downstream tasks.
+
+Fast: BPB and the token count against a hand computation, on real token files of the OLMo-1
+tokenizer that ai2-olmo-eval ships. Slow (real runs on the sample): micro-batch 1 vs 2 and 1 vs 2
+ranks score the same sequences (same token count, same loss within float noise); eval=downstream
+puts task metrics in metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, assert_one_line_error, cli, read_jsonl
+
+from olmo_exp.base.errors import DataError
+
+VAL = "eval/lm/validation/"
+# 11 sequences of 64 tokens: neither micro-batches of 2 nor 2 ranks divide them evenly.
+EVAL = [*TINY, "train.max_steps=2", "train.checkpoint_interval=0", "train.eval_interval=2",
+        "train.eval_tokens=704"]
+REL_TOL = 1e-5  # fp32 forward passes over other batch shapes, summed in another order
+
+
+def olmo1_tokenizer() -> Path:
+    """The OLMo-1 tokenizer JSON inside ai2-olmo-eval's wheel (no file outside the repo)."""
+    olmo_eval = pytest.importorskip("olmo_eval")
+    return Path(olmo_eval.__file__).parent / "tokenizers" / "allenai_gpt-neox-olmo-dolma-v1_5.json"
+
+
+def test_bits_per_byte_by_hand(tmp_path: Path) -> None:
+    from olmo_core.data import DataCollator, NumpyFSLDatasetConfig, TokenizerConfig
+    from tokenizers import Tokenizer
+
+    from olmo_exp.build.eval import ValidationEvaluator
+    from olmo_exp.data.tokenizer import TextTokenizer
+
+    path = olmo1_tokenizer()
+    tok, eos, seq = Tokenizer.from_file(str(path)), 50279, 8
+    docs = ["The cat sat on the mat and looked at the dog.", "Bits per byte compare tokenizers."] * 2
+    ids = [i for d in docs for i in [*tok.encode(d, add_special_tokens=False).ids, eos]]
+    np.array(ids, dtype=np.uint16).tofile(tmp_path / "val.bin")
+    dataset = NumpyFSLDatasetConfig(
+        tokenizer=TokenizerConfig(vocab_size=50280, eos_token_id=eos, pad_token_id=1),
+        paths=[str(tmp_path / "val.bin")], sequence_length=seq, work_dir=str(tmp_path / "w"),
+    ).build()
+    dataset.prepare()
+    n = 3  # of len(ids) // 8 sequences; batches of 2: the second holds a filler
+    evaluator = ValidationEvaluator(dataset=dataset, num_sequences=n, rank_batch_size=2,
+                                    collator=DataCollator(pad_token_id=1),
+                                    tokenizer=TextTokenizer(path), device=torch.device("cpu"))
+    # By hand: each sequence predicts its tokens 1..7; a token's bytes are its byte-level string's
+    # characters (ASCII text: one byte each; "Ġ" is a space), EOS none.
+    predicted = [i for s in range(n) for i in ids[s * seq + 1:(s + 1) * seq]]
+    num_bytes = sum(0 if i == eos else len(tok.id_to_token(i)) for i in predicted)
+    loss = 2.0  # nats per predicted token; the model gives 0 where the label is ignored
+    batches = list(evaluator)
+    assert len(batches) == 2
+    for batch in batches:
+        batch.pop("input_ids")  # as the train module does before update_metrics sees the batch
+        mask = batch["label_mask"]
+        labelled = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+        evaluator.update_metrics(batch, torch.where(labelled, loss, 0.0), None)
+    metrics = {k: float(v) for k, v in evaluator.compute_metrics().items()}
+    assert metrics["validation/tokens"] == len(predicted) == n * (seq - 1)
+    assert metrics["validation/bytes"] == num_bytes
+    assert metrics["validation/CE loss"] == pytest.approx(loss)
+    assert metrics["validation/BPB"] == pytest.approx(loss / math.log(2) * len(predicted) / num_bytes)
+
+
+def test_eval_tokens_needs_one_sequence() -> None:
+    assert_one_line_error(["data.sequence_length=64", "train.eval_tokens=63"], "train.eval_tokens")
+
+
+def test_eval_tokens_beyond_the_split_is_one_line(sample) -> None:
+    held = sample.sequences("validation", 64)
+    assert sample.eval_sequences(held * 64, 64) == held
+    with pytest.raises(DataError, match=r"^train.eval_tokens=\d+ is more than the validation"):
+        sample.eval_sequences((held + 1) * 64, 64)
+
+
+def test_downstream_tasks_checked_at_compose_time() -> None:
+    pytest.importorskip("olmo_eval")
+    assert_one_line_error(["eval=downstream", "eval.tasks=[arc_easy,no_such_task]"], "eval.tasks")
+    assert_one_line_error(["eval=downstream", "model.max_sequence_length=64",
+                           "data.sequence_length=64"], "eval.tasks")
+
+
+def evals(run_dir: Path) -> list[dict]:
+    return [r for r in read_jsonl(run_dir / "metrics.jsonl") if VAL + "CE loss" in r]
+
+
+def run(data_dir: Path, root: Path, name: str, *overrides: str, ranks: int = 1) -> Path:
+    run_dir = root / name
+    cli(f"data.output_dir={data_dir}", *EVAL, *overrides, f"hydra.run.dir={run_dir}", cwd=root,
+        check=True, env={"HYDRA_FULL_ERROR": "1", "CUDA_VISIBLE_DEVICES": "",
+                         "OMP_NUM_THREADS": "1" if ranks > 1 else "2"})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def eval_runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {}
+
+
+def get(eval_runs: dict[str, Path], data_dir: Path, tmp_path_factory, name: str,
+        *overrides: str, ranks: int = 1) -> Path:
+    if name not in eval_runs:
+        eval_runs[name] = run(data_dir, tmp_path_factory.mktemp(name), name, *overrides, ranks=ranks)
+    return eval_runs[name]
+
+
+def assert_same_eval(a: Path, b: Path) -> None:
+    ea, eb = evals(a), evals(b)
+    assert [r["step"] for r in ea] == [r["step"] for r in eb] == [2]
+    assert ea[0][VAL + "tokens"] == eb[0][VAL + "tokens"] == 11 * 63
+    assert ea[0][VAL + "bytes"] == eb[0][VAL + "bytes"]
+    for key in ("CE loss", "BPB"):
+        assert eb[0][VAL + key] == pytest.approx(ea[0][VAL + key], rel=REL_TOL), key
+
+
+@pytest.mark.slow
+def test_micro_batch_size_does_not_change_the_validation_set(sample, eval_runs, data_dir,
+                                                             tmp_path_factory) -> None:
+    two = get(eval_runs, data_dir, tmp_path_factory, "micro2")
+    one = get(eval_runs, data_dir, tmp_path_factory, "micro1", "train.micro_batch_size=1")
+    assert_same_eval(two, one)
+    record = evals(two)[0]  # BPB as the metrics file's own numbers say
+    assert record[VAL + "BPB"] == pytest.approx(
+        record[VAL + "CE loss"] / math.log(2) * record[VAL + "tokens"] / record[VAL + "bytes"],
+        rel=1e-6)
+
+
+@pytest.mark.slow
+def test_two_ranks_score_the_same_validation_set(sample, eval_runs, data_dir,
+                                                 tmp_path_factory) -> None:
+    one = get(eval_runs, data_dir, tmp_path_factory, "micro2")
+    two = get(eval_runs, data_dir, tmp_path_factory, "fsdp2", "dist=fsdp",
+              "dist.nproc_per_node=2", "train.micro_batch_size=2", ranks=2)
+    assert_same_eval(one, two)
+
+
+@pytest.mark.slow
+def test_downstream_metrics_in_metrics_file(sample, eval_runs, data_dir, tmp_path_factory) -> None:
+    pytest.importorskip("olmo_eval")
+    run_dir = get(eval_runs, data_dir, tmp_path_factory, "downstream", "eval=downstream",
+                  "eval.tasks=[arc_easy,piqa]", "eval.max_examples=8")
+    record = evals(run_dir)[0]
+    for task in ("arc_easy", "piqa"):
+        keys = [k for k in record if k.startswith(f"eval/downstream/{task} (")]
+        assert keys, sorted(record)
+        assert all(math.isfinite(record[k]) for k in keys), {k: record[k] for k in keys}
+    assert 0.0 <= record["eval/downstream/arc_easy (accuracy)"] <= 1.0
+    assert "downstream 'arc_easy'" in (run_dir / "train.log").read_text()
