@@ -105,9 +105,12 @@ def _check_sweep(config: DictConfig) -> None:
     from olmo_exp.sweep.arm_report import ReportSettings
     from olmo_exp.sweep.arms import baseline_arm, group_arms
 
-    settings = ReportSettings.from_callback(
-        OmegaConf.to_container(config.hydra.callbacks.get("sweep_report") or {}, resolve=False))
-    params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=False) if node is not None else None
+
+    settings = ReportSettings.from_callback(plain(OmegaConf.select(config,
+                                                                   "hydra.callbacks.sweep_report")))
+    params = plain(OmegaConf.select(config, "hydra.sweeper.params"))
     jobs = expand_jobs(params, list(config.hydra.overrides.task))
     arms = group_arms({"overrides": j, "status": "not started", "metrics": {}} for j in jobs)
     try:
