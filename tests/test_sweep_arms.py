@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, cli, compose
+from conftest import TINY, cli, compose, compose_run
 from omegaconf import OmegaConf
 from scipy import stats
 
@@ -18,6 +18,7 @@ from olmo_exp.sweep.arms import baseline_arm, group_arms
 from olmo_exp.sweep.report import expand_jobs
 
 VAL = "eval/lm/validation/CE loss"
+STEP_TIME, STEP_TOKENS = "olmo_exp/train step time (s)", "olmo_exp/train step tokens (device)"
 PRESETS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
 
@@ -71,6 +72,18 @@ def test_two_arms_two_seeds_arm_table(tmp_path: Path, data_dir: Path) -> None:
         evals = [r[VAL] for r in records if VAL in r]
         assert len(evals) >= 2
         final[layers, seed], last2[layers, seed] = evals[-1], float(np.mean(evals[-2:]))
+        # Honest speed: training steps alone, summed over the steps (eval time left out).
+        timed = [r for r in records if STEP_TIME in r]
+        assert [r["step"] for r in timed] == [1, 2, 3]
+        seconds = sum(r[STEP_TIME] for r in timed)
+        tokens = sum(r[STEP_TOKENS] for r in timed)
+        assert tokens == 3 * 4 * 64  # 3 steps x 4 sequences x 64 tokens, one device
+        assert float(job["train_wall_s"]) == pytest.approx(seconds)
+        assert float(job["tokens_per_s_device"]) == pytest.approx(tokens / seconds)
+        # Steps 2 and 3 took less than the time between the step 1 and step 3 records, which
+        # also holds their evaluations and logging.
+        wall = {r["step"]: r["wall_time"] for r in records}
+        assert sum(r[STEP_TIME] for r in timed[1:]) < wall[3] - wall[1]
     # Different seeds really are different runs.
     assert final[1, 0] != final[1, 1] and final[2, 0] != final[2, 1]
 
@@ -108,3 +121,19 @@ def test_two_arms_two_seeds_arm_table(tmp_path: Path, data_dir: Path) -> None:
     assert f"{np.mean([final[1, s] - final[2, s] for s in (0, 1)]):.4f} [" in arm1
     (arm2,) = [ln for ln in md.splitlines() if ln.startswith("| model.n_layers=2 | 2 |")]
     assert "| baseline |" in arm2
+
+
+
+def test_sweep_jobs_are_named_grouped_and_tagged_in_wandb(tmp_path: Path) -> None:
+    from olmo_exp.runtime.run import name_sweep_job
+
+    OmegaConf.save(OmegaConf.create({"hydra": {
+        "sweeper": {"params": {"model.n_kv_heads": "12,6"}},
+        "overrides": {"task": ["+sweep=kv_heads", "train.seed=0,1", "train.max_steps=5"]}}}),
+        tmp_path / "multirun.yaml")
+    config = compose_run()
+    name_sweep_job(config, tmp_path, ["+sweep=kv_heads", "train.seed=1", "train.max_steps=5",
+                                      "model.n_kv_heads=6"])
+    assert config.wandb.group == str(tmp_path)
+    assert config.wandb.name == "train.seed=1 model.n_kv_heads=6"
+    assert config.wandb.tags == ["arm:model.n_kv_heads=6", "seed:1"]

@@ -211,7 +211,8 @@ def test_report_values_equal_the_jobs_metrics(two_point_sweep: Path) -> None:
     md = (two_point_sweep / "report.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| ") and "model.n_layers" in line]
     by_loss = sorted(rows, key=lambda r: float(r["final_val_loss"]))
-    assert [line.split(" | ")[1] for line in table] == [r["overrides"] for r in by_loss]
+    assert [line.split(" | ")[2] for line in table] == [r["overrides"] for r in by_loss]
+    assert [line.split(" | ")[0] for line in table] == ["| 1", "| 2"]  # both finished: ranked
 
 
 @pytest.mark.slow  # uses the trained two-job sweep

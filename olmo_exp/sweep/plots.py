@@ -54,7 +54,8 @@ def _arm_panel(ax: Any, data: list[JobData], arms: ArmReport) -> None:
         ax.errorbar([x], [mean], yerr=yerr, fmt=marker, color=f"C{i % 10}", capsize=5,
                     markersize=7, label=f"{arm.label} (n={arm.n_seeds})"
                     + (" baseline" if arm is arms.baseline else ""))
-        ax.annotate(arm.label, (x, mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.annotate(arm.label + (" (baseline)" if arm is arms.baseline else ""), (x, mean),
+                    textcoords="offset points", xytext=(6, 6), fontsize=8)
     ax.set_xlabel(title)
     if not axis:
         ax.set_xticks([])

@@ -29,6 +29,8 @@ from olmo_exp.sweep.plots import write_plot
 
 VAL_PPL = "eval/lm/validation/PPL"
 TPS = "throughput/device/TPS (actual avg)"
+STEP_TIME = "olmo_exp/train step time (s)"  # olmo_exp.runtime.callbacks.TrainStepTimer
+STEP_TOKENS = "olmo_exp/train step tokens (device)"
 """Written into a job's run dir by :class:`SweepReportCallback` when the job raised."""
 
 
@@ -130,10 +132,7 @@ def read_job(run_dir: Path, job: int, overrides: list[str] | None, dry_run: bool
             row.final_val_loss, row.final_val_ppl = evals[-1][VAL_LOSS], evals[-1].get(VAL_PPL)
             best = min(evals, key=lambda r: r[VAL_LOSS])
             row.best_val_loss, row.best_val_ppl = best[VAL_LOSS], best.get(VAL_PPL)
-        tps = [r[TPS] for r in metrics if TPS in r]
-        row.tokens_per_s_device = tps[-1] if tps else None
-        times = [r["wall_time"] for r in metrics if "wall_time" in r]
-        row.train_wall_s = times[-1] - times[0] if len(times) > 1 else None
+        row.tokens_per_s_device, row.train_wall_s = training_speed(metrics)
     failure = failure_line(run_dir)
     target = _target_step(config)
     if failure is not None:
@@ -146,6 +145,20 @@ def read_job(run_dir: Path, job: int, overrides: list[str] | None, dry_run: bool
         # Started, not finished, no error recorded: still running (or killed without a trace).
         row.status = "running"
     return data
+
+
+def training_speed(metrics: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """(tokens/s per device, seconds) of training steps alone: summed over every step record
+    (all attempts of a requeued job; no eval, generation or checkpoint time, no queue time).
+    Runs without the step timer fall back to olmo-core's running average (which counts the
+    time between steps) and the span of the records."""
+    timed = [r for r in metrics if STEP_TIME in r and STEP_TOKENS in r]
+    seconds = sum(float(r[STEP_TIME]) for r in timed)
+    if timed and seconds > 0:
+        return sum(float(r[STEP_TOKENS]) for r in timed) / seconds, seconds
+    tps = [r[TPS] for r in metrics if TPS in r]
+    times = [r["wall_time"] for r in metrics if "wall_time" in r]
+    return (tps[-1] if tps else None), (times[-1] - times[0] if len(times) > 1 else None)
 
 
 # -- the sweep's job list ---------------------------------------------------------------------
