@@ -209,7 +209,9 @@ def test_report_values_equal_the_jobs_metrics(two_point_sweep: Path) -> None:
         assert float(row["tokens_per_s_device"]) > 0 and float(row["train_wall_s"]) > 0
         assert (run_dir / "loss.png").stat().st_size > 10_000  # each run's own plot
     md = (two_point_sweep / "report.md").read_text()
-    table = [line for line in md.splitlines() if line.startswith("| ") and "model.n_layers" in line]
+    jobs_part = md.split("## Jobs", 1)[1]  # after the arm table
+    table = [line for line in jobs_part.splitlines()
+             if line.startswith("| ") and "model.n_layers" in line]
     by_loss = sorted(rows, key=lambda r: float(r["final_val_loss"]))
     assert [line.split(" | ")[2] for line in table] == [r["overrides"] for r in by_loss]
     assert [line.split(" | ")[0] for line in table] == ["| 1", "| 2"]  # both finished: ranked
