@@ -18,7 +18,7 @@ from olmo_exp.sweep.arms import baseline_arm, group_arms
 from olmo_exp.sweep.report import expand_jobs
 
 VAL = "eval/lm/validation/CE loss"
-STEP_TIME, STEP_TOKENS = "olmo_exp/train step time (s)", "olmo_exp/train step tokens (device)"
+STEP_TIME, STEP_TOKENS = "throughput/device/train step time (s)", "throughput/device/train step tokens"
 PRESETS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
 

@@ -105,8 +105,8 @@ class WandbLogCallback(Callback):
             self._run = None
 
 
-STEP_TIME = "olmo_exp/train step time (s)"
-STEP_TOKENS = "olmo_exp/train step tokens (device)"
+STEP_TIME = "throughput/device/train step time (s)"
+STEP_TOKENS = "throughput/device/train step tokens"
 
 
 @dataclass

@@ -29,8 +29,8 @@ from olmo_exp.sweep.plots import write_plot
 
 VAL_PPL = "eval/lm/validation/PPL"
 TPS = "throughput/device/TPS (actual avg)"
-STEP_TIME = "olmo_exp/train step time (s)"  # olmo_exp.runtime.callbacks.TrainStepTimer
-STEP_TOKENS = "olmo_exp/train step tokens (device)"
+STEP_TIME = "throughput/device/train step time (s)"  # olmo_exp.runtime.callbacks.TrainStepTimer
+STEP_TOKENS = "throughput/device/train step tokens"
 """Written into a job's run dir by :class:`SweepReportCallback` when the job raised."""
 
 
