@@ -116,17 +116,48 @@ def test_help_lists_presets_from_any_directory(tmp_path: Path, data_dir: Path) -
     assert line == ["+sweep", *(f"{name}," for name in PRESETS[:-1]), PRESETS[-1]]
 
 
-@pytest.mark.slow  # starts processes
-def test_equal_budget_sweep_refuses_another_sequence_length(tmp_path: Path, data_dir: Path) -> None:
-    """FLOPs per token depend on the sequence length: at 2048 the pair is not matched any more."""
-    proc = _cli("-m", "+sweep=lws_vs_uniform", "data.sequence_length=2048",
-                f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, data_dir=data_dir,
-                check=False)
+def _refused(proc: subprocess.CompletedProcess, sweep_dir: Path) -> str:
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
-    assert len(errors) == 1 and "model=match_lws_flops" in errors[0], proc.stderr[-3000:]
-    assert "match: n_non_embedding_params" in proc.stderr  # the match is printed
-    assert not (tmp_path / "sweep").exists()  # refused before any job
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert not sweep_dir.exists()  # refused before any job
+    return errors[0]
+
+
+@pytest.mark.slow  # starts processes
+@pytest.mark.parametrize("override", ["data.sequence_length=2048", "model.d_model=512"])
+def test_equal_budget_sweep_follows_every_override(override: str, tmp_path: Path,
+                                                   data_dir: Path) -> None:
+    """FLOPs per token depend on the sequence length, both budgets on the width: a preset
+    declared matched is composed with every override and refused, with the numbers, if it drifts."""
+    proc = _cli("-m", "+sweep=lws_vs_uniform", override, "dry_run=true",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, data_dir=data_dir,
+                check=False)
+    error = _refused(proc, tmp_path / "sweep")
+    extra = [override, f"data.output_dir={data_dir}"]
+    uniform, lws = (match.summary(["+sweep=lws_vs_uniform", f"model={m}", *extra])
+                    for m in ("match_uniform", "match_lws_flops"))
+    diff = lws["flops_per_token"] / uniform["flops_per_token"] - 1
+    assert abs(diff) > match.TOLERANCE
+    assert (f"arm model=match_lws_flops has flops_per_token {lws['flops_per_token']:,} vs "
+            f"{uniform['flops_per_token']:,} ({diff:+.2%})") in error, error
+    assert f"match: n_non_embedding_params: model=match_uniform {uniform['n_non_embedding_params']:,}" \
+        in proc.stderr  # the match is printed
+
+
+@pytest.mark.slow  # starts processes
+def test_a_command_line_pair_declared_matched_is_checked(tmp_path: Path, data_dir: Path) -> None:
+    """Any two models typed on the command line, declared matched on a budget: refused when
+    they are not (lws_tiny has ~15% fewer non-embedding parameters than match_uniform)."""
+    proc = _cli("-m", "model=match_uniform,lws_tiny", "dry_run=true",
+                "hydra.callbacks.sweep_report.matched=[n_non_embedding_params]",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, data_dir=data_dir,
+                check=False)
+    error = _refused(proc, tmp_path / "sweep")
+    assert error.startswith("error: hydra.callbacks.sweep_report.matched=['n_non_embedding_params']"
+                            " is invalid: the sweep is declared budget-matched but arm "
+                            "model=lws_tiny has n_non_embedding_params "), error
+    assert "against the baseline arm model=match_uniform, beyond the tolerance of 2%" in error
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -158,10 +189,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow  # starts processes
 def test_report_values_equal_the_jobs_metrics(two_point_sweep: Path) -> None:
-    # A plain `python run.py -m ...`: Hydra's basic launcher ran both jobs, one after the other.
+    # A plain `python run.py -m ...`: our basic launcher ran both jobs, one after the other.
     multirun = OmegaConf.load(two_point_sweep / "multirun.yaml")
     assert multirun.hydra.launcher._target_ == (
-        "hydra._internal.core_plugins.basic_launcher.BasicLauncher")
+        "hydra_plugins.olmo_exp_launcher.CheckedBasicLauncher")
     rows = read_csv(two_point_sweep / "report.csv")
     assert [r["job"] for r in rows] == ["0", "1"]
     # One progress line per change: after each job, not again at the sweep's end and exit.
@@ -197,9 +228,12 @@ def test_report_values_equal_the_jobs_metrics(two_point_sweep: Path) -> None:
         assert 0 < float(row["train_wall_s"]) <= (run_dir / "metrics.jsonl").stat().st_mtime - started
         assert (run_dir / "loss.png").stat().st_size > 10_000  # each run's own plot
     md = (two_point_sweep / "report.md").read_text()
-    table = [line for line in md.splitlines() if line.startswith("| ") and "model.n_layers" in line]
+    jobs_part = md.split("## Jobs", 1)[1]  # after the arm table
+    table = [line for line in jobs_part.splitlines()
+             if line.startswith("| ") and "model.n_layers" in line]
     by_loss = sorted(rows, key=lambda r: float(r["final_val_loss"]))
-    assert [line.split(" | ")[1] for line in table] == [r["overrides"] for r in by_loss]
+    assert [line.split(" | ")[2] for line in table] == [r["overrides"] for r in by_loss]
+    assert [line.split(" | ")[0] for line in table] == ["| 1", "| 2"]  # both finished: ranked
 
 
 @pytest.mark.slow  # uses the trained two-job sweep
@@ -248,19 +282,42 @@ def test_regenerate_from_run_dirs_alone(two_point_sweep: Path, tmp_path: Path) -
 
 
 @pytest.mark.slow  # starts processes
-def test_a_failing_job_is_a_row_of_the_report(tmp_path: Path, data_dir: Path) -> None:
-    """Job 1 is rejected (3 KV heads for 8 heads): the sweep stops, the report shows why."""
+def test_every_invalid_point_is_named_before_anything_starts(tmp_path: Path, data_dir: Path) -> None:
+    """The default launcher validates every point first (Hydra's own would train #0, then stop)."""
+    proc = _cli("-m", "model.n_kv_heads=4,3,5", *tiny("train.max_steps=2"), cwd=tmp_path,
+                data_dir=data_dir, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert errors == [
+        f"error: sweep point #{n} (model.n_kv_heads={k}): model.n_kv_heads={k} is invalid: must "
+        "divide model.n_heads=8; valid: [1, 2, 4, 8]" for n, k in ((1, 3), (2, 5))]
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no multirun/, no run dir: nothing started
+
+
+@pytest.mark.slow  # starts processes
+def test_a_job_failing_at_run_time_is_reported_and_the_others_run(tmp_path: Path,
+                                                                   data_dir: Path) -> None:
+    """Job 0 passes validation but its run refuses to start (its run dir holds another model's
+    checkpoints); job 1 still trains, the report has both, and the sweep exits 1."""
     sweep_dir = tmp_path / "sweep"
-    proc = _cli("-m", "model.n_kv_heads=4,3", *tiny("train.max_steps=2"),
+    (sweep_dir / "0" / "checkpoints" / "step2").mkdir(parents=True)
+    (sweep_dir / "0" / ".hydra").mkdir()
+    (sweep_dir / "0" / ".hydra" / "config.yaml").write_text("model: {n_layers: 99}\n")
+    proc = _cli("-m", "model.n_layers=1,2", *tiny("train.max_steps=2"),
                 f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, data_dir=data_dir, check=False)
-    assert proc.returncode == 2
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    job_lines = [x for x in proc.stderr.splitlines() if x.startswith("error: job #")]
+    assert len(job_lines) == 1 and job_lines[0].startswith(
+        "error: job #0 (model.n_layers=1) failed: hydra.run.dir="), proc.stderr[-3000:]
+    assert "holds checkpoints of a different run" in job_lines[0]
+    assert "Traceback" not in proc.stderr
     rows = read_csv(sweep_dir / "report.csv")
-    assert [(r["job"], r["status"]) for r in rows] == [("0", "finished"), ("1", "failed")]
-    assert rows[1]["error"] == (
-        "error: model.n_kv_heads=3 is invalid: must divide model.n_heads=8; valid: [1, 2, 4, 8]"
-    )
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "finished")]
+    assert rows[0]["error"] == job_lines[0].split(" failed: ", 1)[1].join(["error: ", ""])
     md = (sweep_dir / "report.md").read_text()
-    assert "| failed | " in md and "must divide model.n_heads=8" in md
+    assert "| failed | " in md and "holds checkpoints of a different run" in md
+    assert "report: " in proc.stderr and "(2/2 jobs done)" in proc.stderr
 
 
 def test_a_job_that_raised_is_failed_with_its_first_line(tmp_path: Path) -> None:
@@ -269,7 +326,7 @@ def test_a_job_that_raised_is_failed_with_its_first_line(tmp_path: Path) -> None
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from olmo_exp.sweep.report import SweepReportCallback
+    from olmo_exp.sweep.callback import SweepReportCallback
 
     cfg = compose(["train.max_steps=4"], hydra=True)
     sweep_dir = tmp_path / "sweep"

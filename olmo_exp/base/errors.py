@@ -5,6 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 
+class Rejected(SystemExit):
+    """A run refused before it started, after printing its one-line error (``line``): exit code 2.
+    A sweep's launcher catches it, records the line as the job's error and goes on."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(2)
+        self.line = line
+
+
 class DataError(Exception):
     """Data can't be prepared or used: a one-line message saying what is wrong and what would fix it."""
 

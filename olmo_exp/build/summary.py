@@ -30,6 +30,7 @@ def summarize(cfg: ModelConfig, config: TransformerConfig, *, sequence_length: i
     n_params = config.num_params
     # fp32 weights + grads + AdamW's two moments; sharded by FSDP, replicated otherwise.
     train_state_bytes = 16 * n_params // shard_degree
+    kv_per_token = kv_cache_bytes_per_token(layers)
     return {
         "name": cfg.name,
         "d_model": config.d_model,
@@ -43,9 +44,22 @@ def summarize(cfg: ModelConfig, config: TransformerConfig, *, sequence_length: i
         "n_non_embedding_params": config.num_non_embedding_params,
         "flops_per_token": model.num_flops_per_token(sequence_length),
         "train_state_bytes_per_rank": train_state_bytes,
+        # Inference cost: K and V of every layer, bf16 (2 bytes), per token and for one full
+        # sequence of ``sequence_length`` tokens (the run's training length).
+        "kv_cache_bytes_per_token_bf16": kv_per_token,
+        "kv_cache_bytes_per_sequence_bf16": kv_per_token * sequence_length,
         "shard_degree": shard_degree,
     }
 
+
+
+BF16_BYTES = 2
+
+
+def kv_cache_bytes_per_token(layers: list[dict[str, Any]], dtype_bytes: int = BF16_BYTES) -> int:
+    """KV-cache bytes one token costs at inference: Σ_layers 2 (K and V) × n_kv_heads × head_dim
+    × ``dtype_bytes``, layer by layer (layer-wise scaling gives each layer its own KV heads)."""
+    return sum(2 * int(r["n_kv_heads"]) * int(r["head_dim"]) * dtype_bytes for r in layers)
 
 
 def format_summary(summary: dict) -> str:
@@ -65,6 +79,10 @@ def format_summary(summary: dict) -> str:
         f"memory per rank (fp32 weights+grads+AdamW, shard degree {summary['shard_degree']}): "
         f"{gib:.3f} GiB, plus activations",
     ]
+    if "kv_cache_bytes_per_token_bf16" in summary:
+        rows.append(f"KV cache (bf16): {summary['kv_cache_bytes_per_token_bf16']:,} B/token, "
+                    f"{summary['kv_cache_bytes_per_sequence_bf16'] / 2**20:.2f} MiB per "
+                    f"{summary['sequence_length']}-token sequence")
     return "\n".join(rows)
 
 

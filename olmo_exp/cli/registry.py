@@ -9,12 +9,14 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 from olmo_exp.cli import usage
 from olmo_exp.config.cluster import user_config_dir
 from olmo_exp.config.compose import register_schemas
+from olmo_exp.sweep.basic import CheckedBasicLauncher
 from olmo_exp.sweep.launcher import LocalLauncher, SlurmLauncher
 
 # The launchers' names in conf/hydra/launcher/*.yaml (``_target_``). Hydra 1.3 instantiates a
 # launcher only under a ``hydra_plugins.`` name found in its plugin registry.
 PLUGIN_NAMES = {"slurm": "hydra_plugins.olmo_exp_launcher.SlurmLauncher",
-                "local": "hydra_plugins.olmo_exp_launcher.LocalLauncher"}
+                "local": "hydra_plugins.olmo_exp_launcher.LocalLauncher",
+                "basic": "hydra_plugins.olmo_exp_launcher.CheckedBasicLauncher"}
 
 
 def register_launchers() -> None:
@@ -28,6 +30,7 @@ def register_launchers() -> None:
     registry = Plugins.instance().class_name_to_class
     registry[PLUGIN_NAMES["slurm"]] = SlurmLauncher
     registry[PLUGIN_NAMES["local"]] = LocalLauncher
+    registry[PLUGIN_NAMES["basic"]] = CheckedBasicLauncher
 
 
 class UserConfigSearchPath(SearchPathPlugin):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -20,3 +20,8 @@ class WandbConfig:
     entity: str | None = None
     group: str | None = None
     mode: WandbMode = WandbMode.online
+    name: str | None = None
+    """null: the run dir's name; in a sweep, the job's swept overrides (e.g. model.n_kv_heads=3
+    train.seed=1)."""
+    tags: list[str] = field(default_factory=list)
+    """In a sweep also ``arm:<swept overrides without the seed>`` and ``seed:<seed>``."""

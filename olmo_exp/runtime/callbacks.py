@@ -85,7 +85,8 @@ class WandbLogCallback(Callback):
 
         self._run = wandb.init(
             project=self.config.project, entity=self.config.entity, group=self.config.group,
-            name=self.run_name, config=self.run_config, mode=self.config.mode.value,
+            name=self.run_name, tags=list(self.config.tags) or None, config=self.run_config,
+            mode=self.config.mode.value,
             dir=str(self.run_dir), **self.init_kwargs(self.trainer.global_step),
         )
 
@@ -109,6 +110,33 @@ class WandbLogCallback(Callback):
         if self._run is not None:
             self._run.finish()
             self._run = None
+
+
+STEP_TIME = "throughput/device/train step time (s)"
+STEP_TOKENS = "throughput/device/train step tokens"
+
+
+@dataclass
+class TrainStepTimer(Callback):
+    """Each step's training time alone (forward, backward, optimizer step; no evaluation,
+    generation, checkpointing or logging, which olmo-core's per-step TPS counts) and the tokens
+    this rank trained in it, recorded per step into ``metrics.jsonl``. The sweep report sums them
+    over the file's records, so tokens/s and training time continue across requeues."""
+
+    _start: float = 0.0
+    _tokens: int = 0
+
+    def pre_step(self, batch: dict[str, Any]) -> None:
+        ids = batch.get("input_ids")
+        self._tokens = int(ids.numel()) if ids is not None else 0
+        self._start = time.perf_counter()
+
+    def post_train_batch(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the step's kernels are done, not only launched
+        elapsed = time.perf_counter() - self._start
+        self.trainer.record_metric(STEP_TIME, elapsed, ReduceType.max)
+        self.trainer.record_metric(STEP_TOKENS, float(self._tokens))
 
 
 @dataclass

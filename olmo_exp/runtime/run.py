@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from olmo_exp.base.errors import ConfigError, DataError
+from olmo_exp.base.errors import ConfigError, DataError, Rejected
 from olmo_exp.base.files import remove_created_dir, write_json_atomic
 from olmo_exp.build.summary import SUMMARY_FILE, format_resolved, format_summary, run_summary
 from olmo_exp.config import topology as topo
@@ -65,8 +65,8 @@ class Run:
             "overrides.yaml": OmegaConf.create(list(hydra_cfg.overrides.task)),
         }
         fresh = not any(run_dir.iterdir()) if run_dir.exists() else True
-        if config.wandb.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
-            config.wandb.group = str(hydra_cfg.sweep.dir)  # a sweep's runs line up in the UI
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            name_sweep_job(config, Path(str(hydra_cfg.sweep.dir)), list(hydra_cfg.overrides.task))
         return cls(config=config, run_dir=run_dir, hydra_files=files, fresh_dir=fresh,
                    check_launcher=True)
 
@@ -140,10 +140,11 @@ class Run:
             train_worker(*args)
 
     def _reject(self, error: Exception) -> NoReturn:
-        print(f"error: {error}", file=sys.stderr)
+        line = f"error: {error}"
+        print(line, file=sys.stderr)
         if self.fresh_dir and console.rank_from_env() == 0:
             remove_created_dir(self.run_dir)  # Hydra made it (and its job log) for this run
-        sys.exit(2)
+        raise Rejected(line)  # exit code 2
 
     def _write_hydra_files(self) -> None:
         # SLURM/submitit tasks: RANK is exported only later (init_distributed); console.rank_from_env
@@ -165,6 +166,26 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
         print(f"wrote {self.run_dir / SUMMARY_FILE} (dry run: no data prep, no training)")
+
+
+def name_sweep_job(config: RunConfig, sweep_dir: Path, overrides: list[str]) -> None:
+    """wandb: a sweep's runs share a group (the sweep dir), are named by the overrides the sweep
+    varies and tagged with their arm (those minus the seed) and seed."""
+    wandb = config.wandb
+    if wandb.group is None:
+        wandb.group = str(sweep_dir)  # a sweep's runs line up in the UI
+    multirun = OmegaConf.load(sweep_dir / "multirun.yaml") if (sweep_dir / "multirun.yaml").exists() \
+        else OmegaConf.create({})
+    swept = {str(k).lstrip("+") for k in OmegaConf.select(multirun, "hydra.sweeper.params",
+                                                          default={}) or {}}
+    swept |= {o.split("=", 1)[0].lstrip("+") for o in
+              OmegaConf.select(multirun, "hydra.overrides.task", default=[]) or [] if "," in o}
+    own = [o for o in overrides if o.split("=", 1)[0].lstrip("+") in swept]
+    seed = [o.split("=", 1)[1] for o in own if o.split("=", 1)[0].lstrip("+") == "train.seed"]
+    arm = " ".join(o for o in own if o.split("=", 1)[0].lstrip("+") != "train.seed")
+    if wandb.name is None and own:
+        wandb.name = " ".join(own)
+    wandb.tags = [*wandb.tags, f"arm:{arm or '(all)'}"[:64], f"seed:{seed[-1] if seed else 'default'}"]
 
 
 def check_launcher_mode() -> None:

@@ -49,6 +49,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         MetricsFileCallback,
         RequeueCallback,
         SpeedMonitor,
+        TrainStepTimer,
         WandbLogCallback,
     )
     from olmo_exp.runtime.generation import GenerationCallback
@@ -97,6 +98,8 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         "metrics_file": MetricsFileCallback(path=run_dir / "metrics.jsonl"),
         # dist/rank_state_bytes vs dist/unsharded_state_bytes: what sharding saves, per rank.
         "dist_memory": DistMemoryCallback(),
+        # training time per step alone: the report's tokens/s and training time (continued on requeue)
+        "train_step_timer": TrainStepTimer(),
         "generation": GenerationCallback(
             config=dataclasses.replace(cfg.generate,
                                        interval=min(cfg.generate.interval, train.max_steps)),
@@ -119,7 +122,8 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         callbacks["requeue"] = RequeueCallback()
     if cfg.wandb.enabled:
         callbacks["wandb"] = WandbLogCallback(
-            config=cfg.wandb, run_dir=run_dir, run_name=run_dir.name, run_config=config_dict
+            config=cfg.wandb, run_dir=run_dir, run_name=cfg.wandb.name or run_dir.name,
+            run_config=config_dict
         )
 
     # MFU against the device's dense bf16 peak: none for fp32, on CPU, or on an unknown GPU.

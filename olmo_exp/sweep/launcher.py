@@ -113,6 +113,12 @@ class FailedJobReturn(JobReturn):
 _failed_jobs: list[str] = []
 
 
+def record_failure(line: str) -> None:
+    """One failed job: its line now, exit code 1 at the end (the other jobs still run)."""
+    _failed_jobs.append(line)
+    print(line, file=sys.stderr, flush=True)
+
+
 def sweep_exit_code() -> int:
     """1 when a job of this process's sweep failed (each already reported), else 0."""
     return 1 if _failed_jobs else 0
@@ -137,12 +143,19 @@ class _SweepLauncher(BaseSubmititLauncher):
                initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        points: list[_Point] = []
+        errors: list[str] = []
         try:
             self._check_available()
-            points = [self._prepare(initial_job_idx + i, list(o), job_overrides)
-                      for i, o in enumerate(job_overrides)]
+            for i, o in enumerate(job_overrides):  # every point, so every invalid one is named
+                try:
+                    points.append(self._prepare(initial_job_idx + i, list(o), job_overrides))
+                except (LaunchRejected, ConfigError) as e:
+                    errors.append(f"error: {e}")
         except (LaunchRejected, ConfigError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            errors = [f"error: {e}"]
+        if errors:
+            print("\n".join(errors), file=sys.stderr)
             _remove_unstarted_sweep_dir(sweep_dir)
             sys.exit(2)
         submitted = self._submit(points, sweep_dir)
@@ -263,8 +276,7 @@ class _SweepLauncher(BaseSubmititLauncher):
         s.cause = cause
         line = (f"error: job #{s.point.num} [{job.job_id}] ({shown}) failed ({state}{again}): "
                 f"{cause} | log: {s.log_path}")
-        _failed_jobs.append(line)
-        print(line, file=sys.stderr, flush=True)
+        record_failure(line)
         # The report reads each job from its run dir alone: a job that failed before its run wrote
         # anything (a rejected run removes its own dir) still gets its first error line.
         if s.point.run_dir is not None:

@@ -104,6 +104,38 @@ def check(overrides: list[str] = ()) -> list[Match]:
     return matches
 
 
+METRICS = ("n_non_embedding_params", "flops_per_token", "n_params", "kv_cache_bytes_per_token_bf16")
+"""model_summary.json keys a sweep can declare matched (hydra.callbacks.sweep_report.matched)."""
+
+
+def check_arms(arms: dict[str, list[str]], baseline: str, metrics: list[str],
+               tolerance: float = TOLERANCE) -> None:
+    """A sweep declared budget-matched: every arm (label -> one job's full overrides, so every
+    override that changes a model counts) within ``tolerance`` of the baseline arm on each metric.
+    Prints each comparison; raises ConfigError with the numbers for the first arm that drifts."""
+    for metric in metrics:
+        if metric not in METRICS:
+            raise ConfigError("hydra.callbacks.sweep_report.matched", metric,
+                              f"must be a list of {', '.join(METRICS)}")
+    summaries = {label: summary(overrides) for label, overrides in arms.items()}
+    drifted = []
+    for metric in metrics:
+        base = summaries[baseline][metric]
+        for label, s in summaries.items():
+            if label == baseline:
+                continue
+            diff = s[metric] / base - 1.0
+            print(f"match: {metric}: {baseline} {base:,} vs {label} {s[metric]:,} ({diff:+.2%}, "
+                  f"tolerance {tolerance:.0%})", file=sys.stderr)
+            if abs(diff) > tolerance:
+                drifted.append(f"arm {label} has {metric} {s[metric]:,} vs {base:,} ({diff:+.2%})")
+    if drifted:
+        raise ConfigError(
+            "hydra.callbacks.sweep_report.matched", metrics,
+            f"the sweep is declared budget-matched but {'; '.join(drifted)} against the baseline "
+            f"arm {baseline}, beyond the tolerance of {tolerance:.0%}")
+
+
 def search(pair: Pair, overrides: list[str] = (), low: float = 1.0, high: float = 8.0,
            step: float = 0.05) -> tuple[float, Match]:
     """The last-layer FFN scalar of the LWS model that best matches the pair's metric."""

@@ -1,48 +1,103 @@
-"""A sweep's ``report.png``: every job's train and validation loss curves side by side."""
+"""A sweep's ``report.png``: every job's train and validation loss curves side by side, and each
+arm's final validation loss (mean and CI over seeds) against what the sweep varies: KV-cache bytes
+per token, FLOPs per token or parameters."""
 
 from __future__ import annotations
 
 import math
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from olmo_exp.base.files import atomic_path
 from olmo_exp.runtime.console import TRAIN_LOSS, VAL_LOSS
 from olmo_exp.runtime.plots import curve
 
 if TYPE_CHECKING:
+    from olmo_exp.sweep.arm_report import ArmReport
     from olmo_exp.sweep.report import JobData
 
+# What an arm panel's x axis can be, in order of preference: the first that differs between arms.
+COST_AXES = (("kv_cache_bytes_per_token", "KV-cache bytes per token (bf16)"),
+             ("flops_per_token", "training FLOPs per token"),
+             ("params", "parameters"))
 
-def write_plot(data: list[JobData], path: Path, title: str) -> None:
+
+def _cost_axis(data: list[JobData], arms: ArmReport) -> tuple[str, str] | None:
+    for key, title in COST_AXES:
+        per_arm: dict[int, set[Any]] = {}
+        for d in data:
+            value = getattr(d.row, key)
+            if value is not None and d.row.job in arms.job_arm:
+                per_arm.setdefault(id(arms.job_arm[d.row.job]), set()).add(value)
+        values = {v for vs in per_arm.values() for v in vs}
+        if len(per_arm) > 1 and len(values) > 1:
+            return key, title
+    return None
+
+
+def _arm_panel(ax: Any, data: list[JobData], arms: ArmReport) -> None:
+    from olmo_exp.sweep.arm_report import FINAL
+
+    axis = _cost_axis(data, arms)
+    key, title = axis if axis else ("", "arm")
+    pct = f"{arms.settings.confidence:.0%}"
+    for i, arm in enumerate(arms.arms):
+        mean, (lo, hi) = arm.mean(FINAL), arm.ci(FINAL)
+        if mean is None:
+            continue
+        xs = [getattr(d.row, key) for d in data if key and arms.job_arm.get(d.row.job) is arm]
+        xs = [x for x in xs if x is not None]
+        x = xs[0] if xs else i
+        yerr = [[mean - lo], [hi - mean]] if lo is not None and hi is not None else None
+        marker = "s" if arm is arms.baseline else "o"
+        ax.errorbar([x], [mean], yerr=yerr, fmt=marker, color=f"C{i % 10}", capsize=5,
+                    markersize=7, label=f"{arm.label} (n={arm.n_seeds})"
+                    + (" baseline" if arm is arms.baseline else ""))
+        ax.annotate(arm.label + (" (baseline)" if arm is arms.baseline else ""), (x, mean),
+                    textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xlabel(title)
+    if not axis:
+        ax.set_xticks([])
+    ax.set_ylabel("final validation CE loss")
+    ax.set_title(f"arms: final validation loss, mean and {pct} CI over seeds", fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+def write_plot(data: list[JobData], arms: ArmReport, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 5.5), sharex=True)
-    unit = "tokens" if all(d.curve_tokens_per_step for d in data if d.metrics) else "steps"
+    fig, (ax_train, ax_val, ax_arms) = plt.subplots(1, 3, figsize=(18, 5.5))
+    started = [d for d in data if d.metrics]
+    unit = "tokens" if all(d.curve_tokens_per_step for d in started) else "steps"
+    # Jobs that spend different FLOPs per token are compared on FLOPs spent, not tokens.
+    flops = {d.row.flops_per_token for d in started}
+    by_flops = unit == "tokens" and len(flops) > 1 and None not in flops
     for i, d in enumerate(data):
         label = f"#{d.row.job} {d.row.overrides or '(no overrides)'}"
         if d.row.status != "finished":
             label += f" [{d.row.status}]"
         color = f"C{i % 10}"
-        x, y = curve(d.metrics, TRAIN_LOSS, d.curve_tokens_per_step)
+        scale = (d.curve_tokens_per_step or 1) * ((d.row.flops_per_token or 1) if by_flops else 1)
+        x, y = curve(d.metrics, TRAIN_LOSS, scale)
         ax_train.plot(x, y, color=color, label=label, linewidth=1.2)
-        x, y = curve(d.metrics, VAL_LOSS, d.curve_tokens_per_step)
+        x, y = curve(d.metrics, VAL_LOSS, scale)
         ax_val.plot(x, y, color=color, label=label, marker="o", markersize=4)
+    xlabel = "training FLOPs spent" if by_flops else f"{unit} seen"
     for ax, name in ((ax_train, "train CE loss"), (ax_val, "validation CE loss")):
-        ax.set_xlabel(f"{unit} seen")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(name)
         ax.set_title(name)
         ax.grid(alpha=0.3)
+    _arm_panel(ax_arms, data, arms)
     handles, labels = ax_train.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=1 if len(labels) > 4 else 2,
-               fontsize=9, frameon=False)
-    fig.suptitle(textwrap.fill(title, width=160), fontsize=9)
-    fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(labels) / (1 if len(labels) > 4 else 2)),
-                           1, 1))
+    ncol = 1 if len(labels) > 8 else 2
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+    fig.suptitle(textwrap.fill(title, width=200), fontsize=9)
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(labels) / ncol), 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -11,27 +11,26 @@ Each single run also gets ``loss.png`` (:func:`olmo_exp.runtime.plots.plot_run`)
 
 from __future__ import annotations
 
-import atexit
 import csv
 import json
 import math
 import sys
-import traceback
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from olmo_exp.base.errors import ConfigError
 from olmo_exp.base.files import atomic_path, read_jsonl, write_atomic
-from olmo_exp.runtime.console import TRAIN_LOSS, VAL_LOSS, rank_from_env
-from olmo_exp.sweep.failures import failure_line, first_line, write_error_file
+from olmo_exp.runtime.console import TRAIN_LOSS, VAL_LOSS
+from olmo_exp.sweep import arm_report
+from olmo_exp.sweep.failures import failure_line
 from olmo_exp.sweep.plots import write_plot
 
 VAL_PPL = "eval/lm/validation/PPL"
 TPS = "throughput/device/TPS (actual avg)"
+STEP_TIME = "throughput/device/train step time (s)"  # olmo_exp.runtime.callbacks.TrainStepTimer
+STEP_TOKENS = "throughput/device/train step tokens"
 """Written into a job's run dir by :class:`SweepReportCallback` when the job raised."""
 
 
@@ -47,6 +46,10 @@ class JobRow:
     params: int | None = None
     non_embedding_params: int | None = None
     flops_per_token: int | None = None
+    kv_cache_bytes_per_token: int | None = None
+    """bf16, all layers (model_summary.json's kv_cache_bytes_per_token_bf16)"""
+    kv_cache_bytes_per_sequence: int | None = None
+    """bf16, one sequence of the run's data.sequence_length tokens"""
     final_train_loss: float | None = None
     final_val_loss: float | None = None
     final_val_ppl: float | None = None
@@ -63,6 +66,8 @@ class JobData:
     all_overrides: list[str]
     curve_tokens_per_step: int | None
     metrics: list[dict[str, Any]]
+    extra: dict[str, float] = field(default_factory=dict)
+    """Other eval/... metrics of the last evaluation (bits per byte, downstream tasks, ...)."""
 
 
 # -- reading a run directory ------------------------------------------------------------------
@@ -114,9 +119,12 @@ def read_job(run_dir: Path, job: int, overrides: list[str] | None, dry_run: bool
         row.params = summary.get("n_params")
         row.non_embedding_params = summary.get("n_non_embedding_params")
         row.flops_per_token = summary.get("flops_per_token")
+        row.kv_cache_bytes_per_token = summary.get("kv_cache_bytes_per_token_bf16")
+        row.kv_cache_bytes_per_sequence = summary.get("kv_cache_bytes_per_sequence_bf16")
     metrics = data.metrics = read_metrics(run_dir)
     if metrics:
         row.step = max(r.get("step", 0) for r in metrics)
+        data.extra = arm_report.extra_eval_metrics(metrics)
         train = [r[TRAIN_LOSS] for r in metrics if TRAIN_LOSS in r]
         row.final_train_loss = train[-1] if train else None
         evals = [r for r in metrics if VAL_LOSS in r]
@@ -124,10 +132,7 @@ def read_job(run_dir: Path, job: int, overrides: list[str] | None, dry_run: bool
             row.final_val_loss, row.final_val_ppl = evals[-1][VAL_LOSS], evals[-1].get(VAL_PPL)
             best = min(evals, key=lambda r: r[VAL_LOSS])
             row.best_val_loss, row.best_val_ppl = best[VAL_LOSS], best.get(VAL_PPL)
-        tps = [r[TPS] for r in metrics if TPS in r]
-        row.tokens_per_s_device = tps[-1] if tps else None
-        times = [r["wall_time"] for r in metrics if "wall_time" in r]
-        row.train_wall_s = times[-1] - times[0] if len(times) > 1 else None
+        row.tokens_per_s_device, row.train_wall_s = training_speed(metrics)
     failure = failure_line(run_dir)
     target = _target_step(config)
     if failure is not None:
@@ -140,6 +145,20 @@ def read_job(run_dir: Path, job: int, overrides: list[str] | None, dry_run: bool
         # Started, not finished, no error recorded: still running (or killed without a trace).
         row.status = "running"
     return data
+
+
+def training_speed(metrics: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """(tokens/s per device, seconds) of training steps alone: summed over every step record
+    (all attempts of a requeued job; no eval, generation or checkpoint time, no queue time).
+    Runs without the step timer fall back to olmo-core's running average (which counts the
+    time between steps) and the span of the records."""
+    timed = [r for r in metrics if STEP_TIME in r and STEP_TOKENS in r]
+    seconds = sum(float(r[STEP_TIME]) for r in timed)
+    if timed and seconds > 0:
+        return sum(float(r[STEP_TOKENS]) for r in timed) / seconds, seconds
+    tps = [r[TPS] for r in metrics if TPS in r]
+    times = [r["wall_time"] for r in metrics if "wall_time" in r]
+    return (tps[-1] if tps else None), (times[-1] - times[0] if len(times) > 1 else None)
 
 
 # -- the sweep's job list ---------------------------------------------------------------------
@@ -207,23 +226,28 @@ def _fmt(value: Any) -> str:
 
 
 def _sort_key(row: JobRow) -> tuple:
-    missing = row.final_val_loss is None
-    return (missing, row.final_val_loss if not missing else 0.0, row.job)
+    """Finished jobs by final validation loss; the others (running: a loss that is not final yet)
+    after them, in job order, unranked."""
+    ranked = row.status == "finished" and row.final_val_loss is not None
+    return (not ranked, row.final_val_loss if ranked else 0.0, row.job)
 
 
-def write_csv(rows: list[JobRow], path: Path) -> None:
+def write_csv(data: list[JobData], path: Path) -> None:
     names = [f.name for f in fields(JobRow)]
+    extra = sorted({k for d in data for k in d.extra})
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=names)
+        writer = csv.DictWriter(f, fieldnames=names + extra)
         writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
+        for d in data:
+            writer.writerow({**{k: ("" if v is None else v) for k, v in asdict(d.row).items()},
+                             **d.extra})
 
 
 MD_COLUMNS = [
     ("job", "job"), ("overrides", "overrides"), ("status", "status"),
     ("params", "params"), ("non_embedding_params", "non-emb params"),
-    ("flops_per_token", "FLOPs/token"), ("step", "step"),
+    ("flops_per_token", "FLOPs/token"), ("kv_cache_bytes_per_token", "KV B/token"),
+    ("kv_cache_bytes_per_sequence", "KV B/seq"), ("step", "step"),
     ("final_train_loss", "train loss"), ("final_val_loss", "val loss"),
     ("final_val_ppl", "val ppl"), ("best_val_loss", "best val loss"),
     ("best_val_ppl", "best val ppl"), ("tokens_per_s_device", "tokens/s/device"),
@@ -232,25 +256,40 @@ MD_COLUMNS = [
 
 
 def markdown_table(rows: list[JobRow]) -> str:
-    lines = ["| " + " | ".join(title for _, title in MD_COLUMNS) + " |",
-             "|" + "|".join("---" for _ in MD_COLUMNS) + "|"]
+    lines = ["| rank | " + " | ".join(title for _, title in MD_COLUMNS) + " |",
+             "|---|" + "|".join("---" for _ in MD_COLUMNS) + "|"]
+    rank = 0
     for row in sorted(rows, key=_sort_key):
+        ranked = not _sort_key(row)[0]
+        rank += ranked
         values = asdict(row)
-        lines.append("| " + " | ".join(_fmt(values[key]) for key, _ in MD_COLUMNS) + " |")
+        lines.append(f"| {rank if ranked else '–'} | "
+                     + " | ".join(_fmt(values[key]) for key, _ in MD_COLUMNS) + " |")
     return "\n".join(lines)
 
 
-def write_markdown(sweep_dir: Path, rows: list[JobRow], common: list[str], path: Path) -> None:
+def write_markdown(sweep_dir: Path, rows: list[JobRow], common: list[str], arms: str,
+                   path: Path) -> None:
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
+    lengths = sorted({r.kv_cache_bytes_per_sequence // r.kv_cache_bytes_per_token
+                      for r in rows if r.kv_cache_bytes_per_token and r.kv_cache_bytes_per_sequence})
     text = "\n".join([
         f"# Sweep report: {sweep_dir}",
         "",
         "Jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
         f"Common overrides: `{' '.join(common) or '(none)'}`",
-        "Sorted by final validation loss, best first. Values from each job's metrics.jsonl and "
-        "model_summary.json; tokens/s is olmo-core's per-device average.",
+        "",
+        arms,
+        "",
+        "## Jobs",
+        "",
+        "Finished jobs ranked by final validation loss, best first; running and failed jobs "
+        "follow, unranked. Values from each job's metrics.jsonl and model_summary.json. KV B/token: "
+        "KV-cache bytes per token at bf16 (Σ over layers of 2 × KV heads × head dim × 2 B); "
+        "KV B/seq: for one sequence of the run's data.sequence_length "
+        f"({', '.join(map(str, lengths)) or '–'} tokens).",
         "",
         markdown_table(rows),
         "",
@@ -258,8 +297,16 @@ def write_markdown(sweep_dir: Path, rows: list[JobRow], common: list[str], path:
     write_atomic(path, text)
 
 
+def report_settings(sweep_dir: Path) -> arm_report.ReportSettings:
+    """The sweep's hydra.callbacks.sweep_report (preset and command line), from multirun.yaml."""
+    multirun = _load_yaml(sweep_dir / "multirun.yaml") or {}
+    node = ((multirun.get("hydra") or {}).get("callbacks") or {}).get("sweep_report")
+    return arm_report.ReportSettings.from_callback(node)
+
+
 def write_report(sweep_dir: Path | str) -> list[JobRow]:
-    """Writes report.csv, report.md and report.png into ``sweep_dir``; returns the rows (job order).
+    """Writes report.csv, report_arms.csv, report.md and report.png into ``sweep_dir``; returns
+    the rows (job order).
 
     Locked, so that jobs finishing at the same time (submitit) write one report after another.
     """
@@ -269,106 +316,14 @@ def write_report(sweep_dir: Path | str) -> list[JobRow]:
     with FileLock(str(sweep_dir / ".report.lock")):
         data, common = collect(sweep_dir)
         rows = [d.row for d in data]
-        write_csv(rows, sweep_dir / "report.csv")
-        write_markdown(sweep_dir, rows, common, sweep_dir / "report.md")
-        write_plot(data, sweep_dir / "report.png",
+        arms = arm_report.arm_report(data, report_settings(sweep_dir))
+        write_csv(data, sweep_dir / "report.csv")
+        arm_report.write_csv(arms, sweep_dir / "report_arms.csv")
+        write_markdown(sweep_dir, rows, common, arm_report.markdown(arms),
+                       sweep_dir / "report.md")
+        write_plot(data, arms, sweep_dir / "report.png",
                    f"{sweep_dir.name}, all jobs: {' '.join(common) or '(no common overrides)'}")
     return rows
-
-
-# -- one run's loss.png -----------------------------------------------------------------------
-
-
-# -- the Hydra callback -----------------------------------------------------------------------
-
-
-class SweepReportCallback(Callback):
-    """Keeps ``report.*`` in the sweep dir current: after every job, at the end, and on the way out.
-
-    Hydra's BasicSweeper raises on the first failed job (``on_multirun_end`` is then never called),
-    and a rejected job exits the process: so the report is rewritten after each job and once more
-    at exit. Under submitit ``on_job_end`` runs inside the job; the report reads only the sweep
-    dir, so that works there too.
-    """
-
-    def __init__(self) -> None:
-        self._sweep_dir: Path | None = None
-        self._open_job: tuple[Path, DictConfig] | None = None
-        self._last_line = ""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_matched_pairs(config)
-        self._sweep_dir = Path(str(config.hydra.sweep.dir))
-        atexit.register(self._at_exit)
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.mode is not None and str(config.hydra.mode) == "RunMode.MULTIRUN":
-            self._open_job = (Path(str(config.hydra.runtime.output_dir)), config)
-
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        from hydra.core.utils import JobStatus
-
-        if str(config.hydra.mode) != "RunMode.MULTIRUN":
-            return
-        self._open_job = None
-        run_dir = Path(str(config.hydra.runtime.output_dir))
-        if job_return.status == JobStatus.FAILED:
-            error = job_return._return_value
-            write_error_file(run_dir, f"{type(error).__name__}: {first_line(str(error))}\n\n"
-                             + "".join(traceback.format_exception(error)))
-        self._write(Path(str(config.hydra.sweep.dir)))
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._write(Path(str(config.hydra.sweep.dir)))
-
-    def _at_exit(self) -> None:
-        if self._open_job is not None:
-            # The job left the process (sys.exit: a rejected run) without on_job_end.
-            run_dir, config = self._open_job
-            self._open_job = None
-            write_error_file(run_dir, _rejection_line(config) + "\n")
-        if self._sweep_dir is not None and self._sweep_dir.is_dir():
-            self._write(self._sweep_dir)
-
-    def _write(self, sweep_dir: Path) -> None:
-        if rank_from_env() != 0:
-            return
-        rows = write_report(sweep_dir)
-        done = sum(r.status in ("finished", "failed", "dry run") for r in rows)
-        line = f"report: {sweep_dir / 'report.md'} ({done}/{len(rows)} jobs done)"
-        if line != self._last_line:  # the end of a sweep rewrites it twice more, unchanged
-            print(line, file=sys.stderr)
-            self._last_line = line
-
-
-def _rejection_line(config: DictConfig) -> str:
-    """The one-line error the job printed when it was rejected: validation is deterministic, so
-    it is asked again; other rejections (run dir, data) only printed theirs to stderr."""
-    from olmo_exp.config.compose import run_config
-    from olmo_exp.data.check import check_run
-
-    try:
-        check_run(run_config(config))
-    except ConfigError as e:
-        return f"error: {e}"
-    return "exited before finishing (a rejected run prints its one-line error to stderr)"
-
-
-def _check_matched_pairs(config: DictConfig) -> None:
-    """A sweep over equal-budget pairs (olmo_exp.sweep.match) prints the match, and refuses a drifted one
-    before any job starts."""
-    from olmo_exp.sweep import match
-
-    models = str((config.hydra.sweeper.get("params") or {}).get("model", ""))
-    if not any(pair.lws in models.split(",") for pair in match.PAIRS):
-        return
-    # The budget depends on the data settings (sequence length, vocab), not on sweep axes.
-    data = [o for o in config.hydra.overrides.task if o.startswith("data.") and "," not in o]
-    try:
-        match.check(data)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,184 @@
+"""The report's arm table: a sweep's jobs grouped over ``train.seed`` (:mod:`olmo_exp.sweep.arms`),
+each arm compared with the baseline arm the preset names, paired by seed.
+
+Settings come from the sweep's own config, ``hydra.callbacks.sweep_report`` (a preset sets them,
+the command line overrides them; Hydra saves them in the sweep dir's ``multirun.yaml``):
+
+- ``baseline``: overrides that select the baseline arm, e.g. ``["model=match_uniform"]``;
+  null = the first arm;
+- ``last_k``: the "mean of the last k evaluations" statistic (less noisy than the last one);
+- ``confidence``: of every interval (0.95).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from olmo_exp.base.files import atomic_path
+from olmo_exp.runtime.console import VAL_LOSS
+from olmo_exp.sweep.arms import (
+    ArmStats,
+    PairedDiff,
+    arm_key,
+    arm_table_markdown,
+    baseline_arm,
+    compare,
+    group_arms,
+    last_k_mean,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from olmo_exp.sweep.report import JobData
+
+FINAL = "val loss"
+VAL_PPL = "eval/lm/validation/PPL"
+
+
+@dataclass
+class ReportSettings:
+    baseline: list[str] | None = None
+    last_k: int = 3
+    confidence: float = 0.95
+    matched: list[str] = field(default_factory=list)
+    """model_summary.json keys on which every arm must match the baseline arm (checked before
+    any job starts, :func:`olmo_exp.sweep.match.check_arms`)."""
+
+    @classmethod
+    def from_callback(cls, node: dict[str, Any] | None) -> ReportSettings:
+        node = node or {}
+        baseline = node.get("baseline")
+        if isinstance(baseline, str):
+            baseline = baseline.split()
+        matched = node.get("matched") or []
+        if isinstance(matched, str):
+            matched = [matched]
+        return cls(baseline=[str(o) for o in baseline] if baseline else None,
+                   last_k=int(node.get("last_k") or 3),
+                   confidence=float(node.get("confidence") or 0.95),
+                   matched=[str(m) for m in matched])
+
+    @property
+    def last_k_name(self) -> str:
+        return f"val loss, mean of last {self.last_k} evals"
+
+
+def eval_records(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in metrics if VAL_LOSS in r]
+
+
+def extra_eval_metrics(metrics: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Every ``eval/...`` value of the last evaluation other than the validation CE loss and
+    perplexity (bits per byte, downstream task scores, other validation sets...)."""
+    evals = [r for r in metrics if any(k.startswith("eval/") for k in r)]
+    if not evals:
+        return {}
+    return {k: float(v) for k, v in evals[-1].items()
+            if k.startswith("eval/") and k not in (VAL_LOSS, VAL_PPL)
+            and isinstance(v, (int, float))}
+
+
+def job_metrics(data: JobData, settings: ReportSettings) -> dict[str, float | None]:
+    losses = [float(r[VAL_LOSS]) for r in eval_records(data.metrics)]
+    return {FINAL: losses[-1] if losses else None,
+            settings.last_k_name: last_k_mean(losses, settings.last_k),
+            **extra_eval_metrics(data.metrics)}
+
+
+@dataclass
+class ArmReport:
+    arms: list[ArmStats]
+    baseline: ArmStats | None
+    diffs: list[PairedDiff]
+    metric_names: list[str]
+    """Those compared with the baseline (validation loss: final, mean of the last k)."""
+    extra_names: list[str]
+    """Other evaluation metrics: mean ± std and CI per arm, no verdict (better may be higher)."""
+    settings: ReportSettings
+    job_arm: dict[int, ArmStats] = field(default_factory=dict)
+    """Each job's arm, by job number."""
+    problem: str = ""
+    """Why there is no comparison (a baseline that selects no arm), shown in report.md."""
+
+
+def _key(overrides: Sequence[str]) -> tuple[str, ...]:
+    return tuple(sorted(o.lstrip("+") for o in overrides))
+
+
+def arm_report(data: Sequence[JobData], settings: ReportSettings) -> ArmReport:
+    jobs = [{"overrides": d.all_overrides, "status": d.row.status,
+             "metrics": job_metrics(d, settings)} for d in data]
+    arms = group_arms(jobs, settings.confidence)
+    names = [FINAL, settings.last_k_name]
+    extra = sorted({k for a in arms for k in a.metrics} - set(names))
+    report = ArmReport(arms, None, [], names, extra, settings)
+    by_key = {_key(a.overrides): a for a in arms}
+    report.job_arm = {d.row.job: by_key[_key(arm_key(d.all_overrides))] for d in data}
+    if not arms:
+        return report
+    try:
+        report.baseline = baseline_arm(arms, settings.baseline)
+    except ValueError as e:
+        report.problem = str(e)
+        return report
+    for name in names:
+        report.diffs += compare(arms, report.baseline, name, settings.confidence)
+    return report
+
+
+def markdown(report: ArmReport) -> str:
+    s = report.settings
+    lines = [
+        "## Arms (jobs that differ only in `train.seed`)",
+        "",
+        f"Mean ± std over seeds, Student-t {s.confidence:.0%} CI of the mean; Δ = arm − baseline "
+        "paired by seed, with its CI; verdict: *better*/*worse* when the CI of Δ excludes 0, "
+        "*within noise* otherwise, *n/a* with fewer than 2 paired seeds. Only finished jobs count.",
+    ]
+    if report.baseline is not None:
+        lines.append(f"Baseline arm: `{report.baseline.label}`"
+                     + (f" (`hydra.callbacks.sweep_report.baseline={json.dumps(s.baseline)}`)" if s.baseline
+                        else " (the first arm: no baseline set)"))
+    if report.problem:
+        lines.append(f"**No comparison:** {report.problem}")
+    lines += ["", arm_table_markdown(report.arms, report.diffs, report.metric_names,
+                                     s.confidence)]
+    if report.extra_names:
+        lines += ["", "Other evaluation metrics of the last evaluation (mean ± std over seeds):",
+                  "", arm_table_markdown(report.arms, [], report.extra_names, s.confidence)]
+    return "\n".join(lines)
+
+
+ARM_CSV_COLUMNS = ["arm", "overrides", "baseline", "n_seeds", "seeds", "metric", "mean", "std",
+                   "ci_low", "ci_high", "diff_vs_baseline", "diff_ci_low", "diff_ci_high",
+                   "n_pairs", "p_value", "verdict", "n_running", "n_failed"]
+
+
+def write_csv(report: ArmReport, path: Path) -> None:
+    """``report_arms.csv``: one row per arm and metric."""
+    diffs = {(d.arm, d.metric): d for d in report.diffs}
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=ARM_CSV_COLUMNS)
+        writer.writeheader()
+        for arm in report.arms:
+            for name in [*report.metric_names, *report.extra_names]:
+                m = arm.metrics.get(name)
+                d = diffs.get((arm.label, name))
+                row: dict[str, Any] = {
+                    "arm": arm.label, "overrides": " ".join(arm.overrides),
+                    "baseline": arm is report.baseline, "n_seeds": arm.n_seeds,
+                    "seeds": " ".join("default" if x is None else str(x) for x in arm.seeds),
+                    "metric": name, "n_running": arm.n_running, "n_failed": arm.n_failed,
+                }
+                if m is not None:
+                    row.update(mean=m.mean, std=m.std, ci_low=m.ci_low, ci_high=m.ci_high)
+                if d is not None:
+                    row.update(diff_vs_baseline=d.mean_diff, diff_ci_low=d.ci_low,
+                               diff_ci_high=d.ci_high, n_pairs=d.n_pairs, p_value=d.p_value,
+                               verdict=d.verdict)
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
