@@ -95,9 +95,11 @@ def test_short_run_caps_warmup_and_intervals_at_its_length() -> None:
     assert compose_run("train.max_steps=100").notices(cpu_world()) == []
 
 
-TRAIN_KEYS = ("max_steps, global_batch_size, micro_batch_size, lr, weight_decay, warmup_steps, "
-              "max_grad_norm, checkpoint_interval, eval_interval, eval_batches, log_interval, "
-              "seed, stop_at_step, peak_tflops, console")
+TRAIN_KEYS = ("max_steps, max_tokens, global_batch_size, micro_batch_size, lr, betas, eps, "
+              "weight_decay, scheduler, warmup_steps, alpha_f, max_grad_norm, z_loss_multiplier, "
+              "checkpoint_interval, ephemeral_checkpoint_interval, keep_last_checkpoints, "
+              "num_workers, eval_interval, eval_batches, log_interval, seed, stop_at_step, "
+              "peak_tflops, console")
 TOP_LEVEL = ("valid: top-level keys (model, dist, data, train, generate, wandb, dry_run) and "
              "groups (data, dist, model, model/lws, sweep, train)")
 

@@ -47,6 +47,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         DistMemoryCallback,
         MetricsFileCallback,
         RequeueCallback,
+        RetainingCheckpointer,
         SpeedMonitor,
         WandbLogCallback,
     )
@@ -88,11 +89,12 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
     data_loader = NumpyDataLoaderConfig(
         global_batch_size=train.global_batch_size * seq_len,  # tokens
         seed=train.seed,
-        num_workers=0,
+        num_workers=train.num_workers,
         work_dir=work_dir,
     ).build(dataset, dp_process_group=train_module.dp_process_group)
 
     callbacks: dict[str, Any] = {
+        "checkpointer": train.checkpointer(RetainingCheckpointer),  # exact retention at the end
         "metrics_file": MetricsFileCallback(path=run_dir / "metrics.jsonl"),
         # dist/rank_state_bytes vs dist/unsharded_state_bytes: what sharding saves, per rank.
         "dist_memory": DistMemoryCallback(),

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from olmo_exp.base.errors import ConfigError
 from olmo_exp.base.files import atomic_path, read_jsonl, write_atomic
+from olmo_exp.config.train import steps_for_tokens
 from olmo_exp.runtime.console import TRAIN_LOSS, VAL_LOSS, rank_from_env
 from olmo_exp.sweep.failures import failure_line, first_line, write_error_file
 from olmo_exp.sweep.plots import write_plot
@@ -89,7 +90,11 @@ def tokens_per_step(config: dict | None) -> int | None:
 def _target_step(config: dict | None) -> int | None:
     try:
         train = config["train"]
-        return int(train.get("stop_at_step") or train["max_steps"])
+        if train.get("stop_at_step") or train.get("max_steps"):
+            return int(train.get("stop_at_step") or train["max_steps"])
+        # .hydra/config.yaml keeps the budget as given: a token budget's steps, as the run had them.
+        return steps_for_tokens(int(train["max_tokens"]), int(train["global_batch_size"]),
+                                int(config["data"]["sequence_length"]))
     except (TypeError, KeyError, ValueError):
         return None
 
