@@ -25,6 +25,9 @@ def test_every_option_composes_and_validates(group: str, option: str, tmp_path: 
     if (group, option) == ("data", "files"):  # this preset needs the user's file
         (tmp_path / "docs.jsonl").write_text('{"text": "hello"}\n')
         overrides.append(f"data.path={tmp_path / 'docs.jsonl'}")
+    if (group, option) == ("data", "tokens"):  # and this one the user's token files
+        (tmp_path / "part-0.npy").write_bytes(bytes(512))
+        overrides.append(f"data.token_files=[{tmp_path / 'part-0.npy'}]")
     if group == "dist" and option in ("ddp", "fsdp", "hsdp"):
         overrides.append("dist.nproc_per_node=2")
     config = compose_run(*overrides)

@@ -70,6 +70,10 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
     model_config = cfg.model.build_config(cfg.model.padded_vocab_size(manifest.vocab_size))
     model_config.init_seed = train.seed
     summary = run_summary(cfg, model_config, world)
+    # Which token files trained this model: prepared shards, or data=tokens files in place.
+    summary["data"] = {"dir": str(manifest.root), "dtype": manifest.dtype,
+                       "tokenizer": manifest.data["tokenizer"]["identity"],
+                       **{f"{split}_files": manifest.paths(split) for split in ("train", "validation")}}
     if get_rank() == 0:
         log.info("%s", format_resolved(summary["dist"]))
         write_json_atomic(run_dir / SUMMARY_FILE, summary)
