@@ -242,6 +242,10 @@ def test_a_failing_job_is_a_row_of_the_report(tmp_path: Path, data_dir: Path) ->
     )
     md = (sweep_dir / "report.md").read_text()
     assert "| failed | " in md and "must divide model.n_heads=8" in md
+    # the progress line counts the failure apart; the report's lock leaves no file behind
+    report_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("report: ")]
+    assert report_lines[-1].endswith("(2/2 jobs done, 1 failed)"), report_lines
+    assert sorted(p.name for p in sweep_dir.glob(".*")) == []
 
 
 @pytest.mark.slow  # starts processes

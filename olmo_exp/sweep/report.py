@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from olmo_exp.base.errors import ConfigError
-from olmo_exp.base.files import atomic_path, read_jsonl, write_atomic
+from olmo_exp.base.files import atomic_path, dir_lock, read_jsonl, write_atomic
 from olmo_exp.config.train import steps_for_tokens
 from olmo_exp.runtime.console import TRAIN_LOSS, VAL_LOSS, rank_from_env
 from olmo_exp.sweep.failures import failure_line, first_line, write_error_file
@@ -268,10 +268,8 @@ def write_report(sweep_dir: Path | str) -> list[JobRow]:
 
     Locked, so that jobs finishing at the same time (submitit) write one report after another.
     """
-    from filelock import FileLock
-
     sweep_dir = Path(sweep_dir)
-    with FileLock(str(sweep_dir / ".report.lock")):
+    with dir_lock(sweep_dir):
         data, common = collect(sweep_dir)
         rows = [d.row for d in data]
         write_csv(rows, sweep_dir / "report.csv")
@@ -339,11 +337,17 @@ class SweepReportCallback(Callback):
         if rank_from_env() != 0:
             return
         rows = write_report(sweep_dir)
-        done = sum(r.status in ("finished", "failed", "dry run") for r in rows)
-        line = f"report: {sweep_dir / 'report.md'} ({done}/{len(rows)} jobs done)"
+        line = f"report: {sweep_dir / 'report.md'} ({progress(rows)})"
         if line != self._last_line:  # the end of a sweep rewrites it twice more, unchanged
             print(line, file=sys.stderr)
             self._last_line = line
+
+
+def progress(rows: list[JobRow]) -> str:
+    """``3/4 jobs done, 1 failed``: failed jobs are done, and counted apart so that none hides."""
+    done = sum(r.status in ("finished", "failed", "dry run") for r in rows)
+    failed = sum(r.status == "failed" for r in rows)
+    return f"{done}/{len(rows)} jobs done" + (f", {failed} failed" if failed else "")
 
 
 def _rejection_line(config: DictConfig) -> str:
