@@ -207,6 +207,9 @@ def test_help_lists_every_group_option_keys_and_readme_examples() -> None:
         else:
             assert shown.get(group) == options, (group, shown.get(group), options)
     assert "_schema" not in text
+    # our launchers, not hydra-submitit-launcher's look-alikes that they wrap
+    assert {"local", "slurm"} <= shown["hydra/launcher"]
+    assert not {o for o in shown["hydra/launcher"] if o.startswith("submitit_")}
     assert "*olmo_tiny" in text and "*off" in text  # what is in use
     for example in usage.readme_examples():
         assert example in text
@@ -260,3 +263,10 @@ def test_generated_text_is_shown_on_one_line() -> None:
 
     assert one_line("The universe is\nvast.\r\n\tC:\\x é") == "The universe is\\nvast.\\r\\n\\tC:\\\\x é"
     assert "\n" not in one_line("a\n\nb")
+
+
+def test_byte_counts_are_human_sized() -> None:
+    from olmo_exp.runtime.callbacks import human_bytes
+
+    assert [human_bytes(n) for n in (512, 1536, 12.3 * 2**20, 1.5 * 2**30)] == [
+        "512 B", "1.5 KiB", "12.3 MiB", "1.5 GiB"]

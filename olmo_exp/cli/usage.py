@@ -91,7 +91,10 @@ def group_options() -> dict[str, list[str]]:
         for name in loader.list_groups(parent):
             group = f"{parent}/{name}" if parent else name
             if group == "hydra":  # of Hydra's own groups, users pick the launcher
-                found["hydra/launcher"] = sorted(loader.get_group_options("hydra/launcher"))
+                # hydra-submitit-launcher's own submitit_local/submitit_slurm are what our local
+                # and slurm wrap (validation, requeue, reports): listing them invites the wrong one.
+                found["hydra/launcher"] = sorted(o for o in loader.get_group_options("hydra/launcher")
+                                                 if not o.startswith("submitit_"))
                 continue
             options = [o for o in loader.get_group_options(group, ObjectType.CONFIG)
                        if not o.endswith("_schema")]  # structured-config schemas, internal

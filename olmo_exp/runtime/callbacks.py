@@ -182,6 +182,15 @@ def describe_sharding(model: Any) -> str:
             f"cpu_offload={'/'.join(map(str, offload))}")
 
 
+def human_bytes(n: float) -> str:
+    """``1.5 GiB``, ``12.3 MiB``, ``512 B``: binary units, three significant digits or so."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 @dataclass
 class DistMemoryCallback(Callback):
     """Records per-rank vs. unsharded parameter + optimizer-state bytes as ``dist/*`` metrics.
@@ -199,8 +208,10 @@ class DistMemoryCallback(Callback):
             module = self.trainer.train_module
             self._bytes = state_bytes(module.model, module.optim)  # type: ignore[attr-defined]
             local, total = self._bytes
-            log.info("dist: params + optimizer state %d bytes on this rank, %d unsharded (%.3fx); %s",
-                     local, total, local / total, describe_sharding(module.model))  # type: ignore[attr-defined]
+            if is_distributed():  # one plain process: nothing sharded, nothing to say
+                log.info("dist: params + optimizer state %s on this rank, %s unsharded (%.3fx); %s",
+                         human_bytes(local), human_bytes(total), local / total,
+                         describe_sharding(module.model))  # type: ignore[attr-defined]
         local, total = self._bytes
         self.trainer.record_metric("dist/rank_state_bytes", float(local), ReduceType.max)
         self.trainer.record_metric("dist/unsharded_state_bytes", float(total))
