@@ -25,6 +25,9 @@ def test_every_option_composes_and_validates(group: str, option: str, tmp_path: 
     if (group, option) == ("data", "files"):  # this preset needs the user's file
         (tmp_path / "docs.jsonl").write_text('{"text": "hello"}\n')
         overrides.append(f"data.path={tmp_path / 'docs.jsonl'}")
+    if (group, option) == ("data", "tokens"):  # and this one the user's token files
+        (tmp_path / "part-0.npy").write_bytes(bytes(512))
+        overrides.append(f"data.token_files=[{tmp_path / 'part-0.npy'}]")
     if group == "dist" and option in ("ddp", "fsdp", "hsdp"):
         overrides.append("dist.nproc_per_node=2")
     config = compose_run(*overrides)
@@ -94,9 +97,11 @@ def test_short_run_caps_warmup_and_intervals_at_its_length() -> None:
     assert compose_run("train.max_steps=100").notices(cpu_world()) == []
 
 
-TRAIN_KEYS = ("max_steps, global_batch_size, micro_batch_size, lr, weight_decay, warmup_steps, "
-              "max_grad_norm, checkpoint_interval, eval_interval, eval_tokens, log_interval, "
-              "seed, stop_at_step, peak_tflops, console")
+TRAIN_KEYS = ("max_steps, max_tokens, global_batch_size, micro_batch_size, lr, betas, eps, "
+              "weight_decay, scheduler, warmup_steps, alpha_f, max_grad_norm, z_loss_multiplier, "
+              "checkpoint_interval, ephemeral_checkpoint_interval, keep_last_checkpoints, "
+              "num_workers, eval_interval, eval_tokens, log_interval, seed, stop_at_step, "
+              "peak_tflops, console")
 TOP_LEVEL = ("valid: top-level keys (model, dist, data, train, generate, wandb, cluster, eval, dry_run) "
              "and groups (cluster, data, dist, eval, model, model/lws, sweep, train)")
 

@@ -53,6 +53,11 @@ def test_short_run_caps_its_intervals_and_prints_one_line_per_step(run_cli, tmp_
     assert all(line.split()[1].endswith("/4") for line in lines)
     assert lines[-1].startswith("step 4/4 · val ") and "tok/s" in "".join(train_lines[1:]), lines
     assert "training 4 steps from scratch" in proc.stdout
+    # the run directory: before the first step line and after the last line
+    said = [i for i, line in enumerate(proc.stdout.splitlines()) if line.endswith(f"run directory: {run_dir}")]
+    assert len(said) == 2 and said[0] < proc.stdout.splitlines().index(next(
+        line for line in proc.stdout.splitlines() if " step 1/4" in line))
+    assert said[1] == len(proc.stdout.splitlines()) - 1
     assert re.search(r"finished at step 4/4 in \d+:\d\d · loss \d+\.\d\d · val", proc.stdout)
     # olmo-core's metric block and module listing are not on the console ...
     assert "Transformer(" not in out and "throughput/device/TPS" not in out
@@ -125,7 +130,9 @@ def test_step_console_lines_and_progress_bar(capsys: pytest.CaptureFixture, tmp_
     assert written[0] == "resuming at step 2 of 4 from ckpt/step2"
     assert written[1] == "step 3/4 · loss 6.81 · 3,280 tok/s · 38% MFU"
     assert written[2] == "step 3/4 · val 6.80"
-    assert re.fullmatch(r"step 4/4 · loss 6\.50 · val 6\.80 · 3,400 tok/s · eta 0:00", written[3])
+    # step 3's validation loss is not shown beside step 4's loss (it would read as current)
+    assert re.fullmatch(r"step 4/4 · loss 6\.50 · 3,400 tok/s · eta 0:00", written[3])
+    assert written[4].startswith("finished at step 4/4 in ") and written[4].endswith(" · val 6.80")
     assert all(console.STEP_LINE.match(line) for line in written[1:4])
     # With a bar, the step lines are in the file, not printed again below the bar.
     assert "resuming at step 2" in out and "4/4" in out and "step 3/4 · loss" not in out
@@ -200,6 +207,9 @@ def test_help_lists_every_group_option_keys_and_readme_examples() -> None:
         else:
             assert shown.get(group) == options, (group, shown.get(group), options)
     assert "_schema" not in text
+    # our launchers, not hydra-submitit-launcher's look-alikes that they wrap
+    assert {"local", "slurm"} <= shown["hydra/launcher"]
+    assert not {o for o in shown["hydra/launcher"] if o.startswith("submitit_")}
     assert "*olmo_tiny" in text and "*off" in text  # what is in use
     for example in usage.readme_examples():
         assert example in text
@@ -246,3 +256,17 @@ def test_answers_without_importing_torch_or_olmo_core(args: list[str], tmp_path:
         assert list(job.model.lws.qkv_scalars) == [0.25, 1.0]  # the override
         assert list(job.model.lws.fnn_scalars) == [0.5, 4.0]  # the rest: openelm's seed
         assert list(job.model.lws.output_scalars) == [0.8, 1.2]
+
+
+def test_generated_text_is_shown_on_one_line() -> None:
+    from olmo_exp.runtime.generation import one_line
+
+    assert one_line("The universe is\nvast.\r\n\tC:\\x é") == "The universe is\\nvast.\\r\\n\\tC:\\\\x é"
+    assert "\n" not in one_line("a\n\nb")
+
+
+def test_byte_counts_are_human_sized() -> None:
+    from olmo_exp.runtime.callbacks import human_bytes
+
+    assert [human_bytes(n) for n in (512, 1536, 12.3 * 2**20, 1.5 * 2**30)] == [
+        "512 B", "1.5 KiB", "12.3 MiB", "1.5 GiB"]

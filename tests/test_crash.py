@@ -81,11 +81,15 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(run_cli, data_dir: Pat
     # 2. Resumed from C, stopped early at STOP (a checkpoint and a sample there) ...
     proc = run_cli(*CRASH, f"train.stop_at_step={STOP}", run_dir=broken, env=CPU)
     assert f"resuming at step {checkpoint} of 12 from" in proc.stdout
+    # the run says what differs from the attempt before it (and keeps both configs)
+    assert f"changed since the last attempt: train.stop_at_step: None -> {STOP}" in proc.stdout
     assert "Checkpoint successfully loaded" in (broken / "train.log").read_text()
     assert _latest_checkpoint(broken) == STOP and max(losses(broken)) == STOP
     # 3. ... and run again to the end.
     proc = run_cli(*CRASH, run_dir=broken, env=CPU)
     assert f"resuming at step {STOP} of 12 from" in proc.stdout
+    assert f"train.stop_at_step: {STOP} -> None" in proc.stdout
+    assert sorted(p.name for p in (broken / ".hydra").glob("attempt-*")) == ["attempt-2", "attempt-3"]
 
     want, got = read_jsonl(straight / "metrics.jsonl"), read_jsonl(broken / "metrics.jsonl")
     assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(13))

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -243,8 +244,9 @@ def test_run_records_and_prints_what_dist_resolved_to(runs: Runs, tmp_path: Path
     summary = json.loads((auto / "model_summary.json").read_text())["dist"]
     assert summary == {"strategy": "single", "world_size": 1, "backend": None, "precision": "fp32",
                        "compile": False, "device": "cpu"}
-    assert ("run: strategy=single world_size=1 backend=None precision=fp32 compile=False "
-            "device='cpu'") in train_log(auto)
+    assert ("run: strategy=single world_size=1 precision=fp32 compile=False "
+            "device='cpu'") in train_log(auto)  # no backend=None: one plain process
+    assert "dist: params" not in train_log(auto)  # nothing sharded: no dist line
     runs.cli(*PLAIN, "dist.mixed_precision=true", run_dir=bf16, cwd=tmp_path)
     assert json.loads((bf16 / "model_summary.json").read_text())["dist"]["precision"] == "bf16_autocast"
     got, want = losses(bf16), losses(auto)
@@ -512,7 +514,8 @@ def test_full_shard_halves_per_rank_state(runs: Runs) -> None:
           f"{one_process:.0f} B in one process = {ratio:.4f}")
     assert ratio <= 0.55
     assert ddp["dist/rank_state_bytes"] == one_process  # replicas hold everything
-    assert "bytes on this rank" in train_log(runs.get("plain", "fsdp"))
+    assert re.search(r"dist: params \+ optimizer state [\d.]+ [KMG]iB on this rank",
+                     train_log(runs.get("plain", "fsdp")))  # human-sized
 
 
 def _truncate_to(run_dir: Path, src: Path, step: int) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY, cli, losses, read_jsonl
 
+from olmo_exp.runtime.generation import one_line
+
 pytestmark = pytest.mark.slow
 
 
@@ -42,7 +44,8 @@ def test_short_run_trains_and_leaves_its_files(short_run) -> None:
     assert all(g["prompt"] == "The universe is" and g["text"].strip() for g in gens)
     output = (proc.stdout + proc.stderr).splitlines()
     printed = [line.split("[generation step ", 1)[1] for line in output if "[generation step " in line]
-    assert printed == [f"{g['step']}] The universe is{g['text']}" for g in gens]  # as saved
+    # as saved, on one line each (newlines escaped)
+    assert printed == [f"{g['step']}] {one_line('The universe is' + g['text'])}" for g in gens]
     summary = json.loads((run_dir / "model_summary.json").read_text())
     assert [layer["index"] for layer in summary["layers"]] == [0, 1, 2, 3]
     assert summary["n_params"] > summary["n_non_embedding_params"] > 0

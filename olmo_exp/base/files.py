@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -108,3 +109,15 @@ def truncate_to_step(path: Path, step: int) -> list[dict[str, Any]]:
     if path.exists() and len(path.read_text().splitlines()) != len(kept):  # dropped or torn
         write_jsonl_atomic(path, kept)
     return kept
+
+
+@contextlib.contextmanager
+def dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock on a directory itself (flock on its descriptor), across processes:
+    unlike a lock file, it leaves nothing behind (deleting a lock file is racy while others wait)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+        yield
+    finally:
+        os.close(fd)

@@ -115,5 +115,7 @@ def resolved_dist(dist: DistConfig, world: Topology) -> dict[str, Any]:
 
 def format_resolved(resolved: dict[str, Any]) -> str:
     """The run's header line: tells runs on different hosts apart at a glance."""
+    # backend None = one plain process, no process group: nothing to say (model_summary.json
+    # keeps the null).
     return "run: " + " ".join(f"{k}={v}" if k != "device" else f"{k}={v!r}"
-                              for k, v in resolved.items())
+                              for k, v in resolved.items() if not (k == "backend" and v is None))

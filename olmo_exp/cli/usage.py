@@ -27,13 +27,15 @@ APPS: dict[str, dict[str, Any]] = {
         "usage": "python run.py [group=option ...] [key=value ...]   (-m: a sweep, one job per point)",
         "about": "olmo-exp: Hydra-composed OLMo pretraining experiments on olmo-core (README.md).",
         "keys": {
-            "train.max_steps": "optimizer steps",
+            "train.max_steps": "optimizer steps (or null with train.max_tokens)",
+            "train.max_tokens": "token budget: steps = ceil(tokens / tokens per step)",
             "train.global_batch_size": "sequences per step, all ranks together",
-            "train.micro_batch_size": "sequences per forward/backward on one rank",
-            "train.lr": "peak learning rate (cosine schedule after train.warmup_steps)",
+            "train.micro_batch_size": "sequences per forward/backward on one rank (null = all)",
+            "train.lr": "peak learning rate (train.scheduler after train.warmup_steps)",
             "train.log_interval": "steps between logged metrics (console line + metrics.jsonl)",
             "train.eval_interval": "steps between validation losses (0 = off)",
             "train.checkpoint_interval": "steps between checkpoints (the last step is always saved)",
+            "train.keep_last_checkpoints": "permanent checkpoints kept (null = all)",
             "train.stop_at_step": "stop early at this step; rerun the same run dir to continue",
             "train.console": "compact: one line per step; full: olmo-core's metrics block",
             "model.n_kv_heads": "GQA: KV heads shared by the query heads (null = n_heads)",
@@ -90,7 +92,10 @@ def group_options() -> dict[str, list[str]]:
         for name in loader.list_groups(parent):
             group = f"{parent}/{name}" if parent else name
             if group == "hydra":  # of Hydra's own groups, users pick the launcher
-                found["hydra/launcher"] = sorted(loader.get_group_options("hydra/launcher"))
+                # hydra-submitit-launcher's own submitit_local/submitit_slurm are what our local
+                # and slurm wrap (validation, requeue, reports): listing them invites the wrong one.
+                found["hydra/launcher"] = sorted(o for o in loader.get_group_options("hydra/launcher")
+                                                 if not o.startswith("submitit_"))
                 continue
             options = [o for o in loader.get_group_options(group, ObjectType.CONFIG)
                        if not o.endswith("_schema")]  # structured-config schemas, internal

@@ -6,7 +6,7 @@ import glob
 import importlib.util
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -17,7 +17,10 @@ class DataSource(str, Enum):
     dump = "dump"  # local MediaWiki XML dump(s); path null = the enwiki sample shipped in gensim
     hf = "hf"  # Hugging Face datasets, streamed (wikimedia/wikipedia)
     files = "files"  # local jsonl/parquet
+    tokens = "tokens"  # existing olmo-core token files (headerless numpy arrays), used in place
 
+
+TOKEN_DTYPES = ("uint8", "uint16", "uint32", "uint64")  # olmo-core's NumpyDatasetDType
 
 _HUB_NAME = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 BPE_MIN_VOCAB = 256 + 2  # every byte + eos + pad
@@ -51,6 +54,13 @@ class DataConfig:
     tokenizers (offline); null = $OLMO_EXP_TOKENIZER_DIR, then the hub."""
     shard_size_mb: float = 512
     """Upper bound on one token file's size."""
+    token_files: list[str] = field(default_factory=list)
+    """source=tokens: the training token files (paths or globs), read in place, in this order."""
+    validation_token_files: list[str] = field(default_factory=list)
+    """source=tokens: validation token files (paths or globs); empty = no validation loss."""
+    token_dtype: str | None = None
+    """source=tokens: the files' dtype (uint16 | uint32 | ...); null = the smallest that holds the
+    tokenizer's vocab (olmo-core's guess: uint16 up to 65,536 ids)."""
 
     def validate(self) -> None:
         """One-line ConfigError naming the key; only existence checks touch the disk."""
@@ -67,9 +77,11 @@ class DataConfig:
                     "null means the enwiki sample in gensim, which is not "
                     "installed: pip install -e '.[sample]', or give a dump file",
                 )
+        elif source == DataSource.tokens.value:
+            self._validate_tokens()
         elif source == DataSource.files.value and self.path is None:
             raise ConfigError("data.path", None, "a jsonl/parquet file or glob (data.source=files)")
-        elif source != DataSource.hf.value and self.path is not None:
+        elif source not in (DataSource.hf.value, DataSource.tokens.value) and self.path is not None:
             pattern = os.path.expanduser(self.path)
             if not (glob.glob(pattern) if glob.has_magic(pattern) else os.path.isfile(pattern)):
                 raise ConfigError(
@@ -117,6 +129,31 @@ class DataConfig:
             raise ConfigError(
                 "data.tokenizer_dir", self.tokenizer_dir, "an existing directory or null"
             )
+
+
+    def _validate_tokens(self) -> None:
+        if not self.token_files:
+            raise ConfigError("data.token_files", [], "a list of token files or globs (data.source=tokens)")
+        for key in ("token_files", "validation_token_files"):
+            for pattern in getattr(self, key):
+                if not expand_files(pattern):
+                    raise ConfigError(f"data.{key}", pattern,
+                                      "an existing token file (or a glob matching files)")
+        if self.tokenizer == "bpe":
+            raise ConfigError("data.tokenizer", "bpe",
+                              "the tokenizer the token files were made with: a known name ("
+                              + ", ".join(KNOWN_TOKENIZERS) + ") or a tokenizer.json path")
+        if self.token_dtype is not None and self.token_dtype not in TOKEN_DTYPES:
+            raise ConfigError("data.token_dtype", self.token_dtype,
+                              "one of " + ", ".join(TOKEN_DTYPES) + ", or null")
+
+
+def expand_files(pattern: str) -> list[str]:
+    """The files a path or glob names (sorted; ~ expanded); [] if none."""
+    pattern = os.path.expanduser(pattern)
+    if glob.has_magic(pattern):
+        return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+    return [pattern] if os.path.isfile(pattern) else []
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,12 @@ class RunConfig:
         """
         self.model.validate()
         self.data.validate()
-        self.train.validate()
         self.dist.validate()
         world = topo.resolve_topology(self.dist, host or topo.host())
         topo.validate_world(self.dist, world)
+        # In place, once: the worker receives steps and a micro-batch, never a budget to redo.
+        self.train.resolve(sequence_length=self.data.sequence_length, world_size=world.world_size)
+        self.train.validate()
         micro, world_size = self.train.micro_batch_size, world.world_size
         if self.train.global_batch_size % (micro * world_size) != 0:
             raise ConfigError(

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import Enum
+from math import ceil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from olmo_exp.base.errors import ConfigError, non_negative, positive
 
 if TYPE_CHECKING:
     from olmo_core.config import DType
+    from olmo_core.optim.scheduler import Scheduler
     from olmo_core.train import TrainerConfig
+    from olmo_core.train.callbacks import CheckpointerCallback
     from olmo_core.train.train_module import (
         TransformerActivationCheckpointingConfig,
         TransformerDataParallelConfig,
@@ -21,26 +24,62 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+C = TypeVar("C", bound="CheckpointerCallback")
+
+
+def steps_for_tokens(max_tokens: int, global_batch_size: int, sequence_length: int) -> int:
+    """Steps that train at least ``max_tokens`` (rounded up: a budget is a minimum, never cut)."""
+    return ceil(max_tokens / (global_batch_size * sequence_length))
+
 
 class ConsoleMode(str, Enum):
     compact = "compact"
     full = "full"
 
 
+class Schedule(str, Enum):
+    """olmo-core's LR schedulers (olmo_core/optim/scheduler.py): linear warmup, then a decay to
+    ``alpha_f`` x lr over the run."""
+
+    cosine = "cosine"  # CosWithWarmup
+    linear = "linear"  # LinearWithWarmup
+
+
 @dataclass
 class TrainConfig:
-    max_steps: int = 100
+    max_steps: int | None = 100
+    """Optimizer steps; exactly one of max_steps and max_tokens is set (the other null)."""
+    max_tokens: int | None = None
+    """Training budget in tokens: max_steps = ceil(max_tokens / (global_batch_size x
+    data.sequence_length)), i.e. at least max_tokens are trained (RunConfig.validate resolves it)."""
     global_batch_size: int = 16
     """Sequences per optimizer step, over all ranks."""
-    micro_batch_size: int = 8
-    """Sequences per forward/backward on one rank (gradient accumulation fills the rest)."""
+    micro_batch_size: int | None = None
+    """Sequences per forward/backward on one rank (gradient accumulation fills the rest);
+    null = the whole per-rank batch (global_batch_size / world size), no accumulation."""
     lr: float = 3e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
     weight_decay: float = 0.1
+    """AdamW's decoupled weight decay, on every parameter but the embeddings (olmo-core's recipes)."""
+    scheduler: Schedule = Schedule.cosine
     warmup_steps: int = 10
+    alpha_f: float = 0.1
+    """The LR floor: the schedule decays to alpha_f x lr at the last step (0 = to zero)."""
     max_grad_norm: float = 1.0
+    z_loss_multiplier: float | None = None
+    """Weight of the z-loss (log^2 of the softmax normaliser), e.g. 1e-5; null = off."""
     checkpoint_interval: int = 50
-    """Steps between checkpoints; the final step is always saved. 0 = no checkpoints at all
-    (benchmarks: a 1B model's final checkpoint is 16 GB of disk writes)."""
+    """Steps between permanent checkpoints; the final step is always saved. 0 = no checkpoints at
+    all (benchmarks: a 1B model's final checkpoint is 16 GB of disk writes)."""
+    ephemeral_checkpoint_interval: int | None = None
+    """Steps between temporary checkpoints (for preemptible jobs): only the newest checkpoint of
+    the run outlives the next save; must be below checkpoint_interval. null = none."""
+    keep_last_checkpoints: int | None = 3
+    """Permanent checkpoints kept (the newest; older ones are deleted as new ones are saved and at
+    the end); null = keep all. 3 is olmo-core's default (CheckpointerCallback.max_checkpoints)."""
+    num_workers: int = 0
+    """Data-loader worker processes per rank (0 = load in the training process)."""
     eval_interval: int = 50
     """Steps between validation-loss evaluations (0 = off); validation also runs at the end."""
     eval_tokens: int = 16384
@@ -60,6 +99,8 @@ class TrainConfig:
     block and log messages, module listing included (see olmo_exp/runtime/console.py)."""
 
     def validate(self) -> None:
+        """Checks of this group alone; RunConfig.validate resolves max_tokens and a null
+        micro_batch_size first (they need the sequence length and the world size)."""
         for key in ("max_steps", "global_batch_size", "micro_batch_size", "lr",
                     "log_interval", "eval_tokens"):
             positive(f"train.{key}", getattr(self, key))
@@ -67,8 +108,22 @@ class TrainConfig:
         # warmup and intervals larger than the run are capped at max_steps (see capped()), so
         # that shortening a run needs no other edit; only values wrong on their own fail here.
         for key in ("weight_decay", "warmup_steps", "max_grad_norm", "eval_interval", "seed",
-                    "checkpoint_interval"):
+                    "checkpoint_interval", "num_workers", "alpha_f"):
             non_negative(f"train.{key}", getattr(self, key))
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError("train.betas", list(self.betas), "two numbers in [0, 1)")
+        positive("train.eps", self.eps)
+        if self.alpha_f > 1:
+            raise ConfigError("train.alpha_f", self.alpha_f, "a fraction of train.lr in [0, 1]")
+        non_negative("train.z_loss_multiplier", self.z_loss_multiplier or 0)
+        positive("train.keep_last_checkpoints", self.keep_last_checkpoints, allow_none=True)
+        positive("train.ephemeral_checkpoint_interval", self.ephemeral_checkpoint_interval,
+                 allow_none=True)
+        ephemeral = self.ephemeral_checkpoint_interval
+        if ephemeral is not None and self.checkpoint_interval and ephemeral >= self.checkpoint_interval:
+            # olmo-core's rule (CheckpointerCallback.__post_init__): permanent ones are the rarer.
+            raise ConfigError("train.ephemeral_checkpoint_interval", ephemeral,
+                              f"must be below train.checkpoint_interval={self.checkpoint_interval}, or null")
         if self.stop_at_step is not None and not 0 < self.stop_at_step <= self.max_steps:
             raise ConfigError("train.stop_at_step", self.stop_at_step,
                               f"must be null or in 1..train.max_steps={self.max_steps}")
@@ -76,35 +131,73 @@ class TrainConfig:
             raise ConfigError("train.stop_at_step", self.stop_at_step,
                               "must be null with train.checkpoint_interval=0 (nothing to resume from)")
 
+    def resolve(self, *, sequence_length: int, world_size: int) -> None:
+        """Turn a token budget into steps and a null micro-batch into the per-rank batch (in place;
+        idempotent, so a resolved config validates again). One ConfigError for a budget given
+        twice or not at all."""
+        if self.max_tokens is not None:
+            positive("train.max_tokens", self.max_tokens)
+            steps = steps_for_tokens(self.max_tokens, self.global_batch_size, sequence_length)
+            if self.max_steps is not None and self.max_steps != steps:
+                raise ConfigError(
+                    "train.max_tokens", self.max_tokens,
+                    f"give exactly one of train.max_steps ({self.max_steps}) and train.max_tokens: "
+                    "add train.max_steps=null",
+                )
+            self.max_steps = steps
+        elif self.max_steps is None:
+            raise ConfigError("train.max_steps", None,
+                              "give exactly one of train.max_steps and train.max_tokens")
+        if self.micro_batch_size is None:
+            if self.global_batch_size % world_size:
+                raise ConfigError(
+                    "train.global_batch_size", self.global_batch_size,
+                    f"must be a multiple of the world size {world_size} "
+                    "(train.micro_batch_size=null: each rank's whole share)",
+                )
+            self.micro_batch_size = self.global_batch_size // world_size
+
     def capped(self, key: str) -> int:
         """``train.<key>`` (warmup or an interval) as this run uses it: at most ``max_steps``;
         an interval of 0 (off) stays 0."""
+        assert self.max_steps is not None, "resolve() first"
         return min(getattr(self, key), self.max_steps)
+
+    def scheduler_config(self) -> Scheduler:
+        """olmo-core's scheduler: linear warmup, then cosine or linear decay to alpha_f x lr."""
+        from olmo_core.optim import CosWithWarmup, LinearWithWarmup
+
+        kind = CosWithWarmup if Schedule(self.scheduler) == Schedule.cosine else LinearWithWarmup
+        return kind(warmup=self.capped("warmup_steps"), alpha_f=self.alpha_f)
 
     def train_module_config(
         self, *, sequence_length: int, dp_config: TransformerDataParallelConfig | None = None,
         autocast_precision: DType | None = None,
         ac_config: TransformerActivationCheckpointingConfig | None = None, compile_model: bool = False,
     ) -> TransformerTrainModuleConfig:
-        """olmo-core's train module: AdamW + cosine schedule; the parallelism and precision
-        arguments are what the dist group built (experiment.py wires them), default one plain process."""
-        from olmo_core.optim import AdamWConfig, CosWithWarmup, OptimGroupOverride
+        """olmo-core's train module: AdamW + warmup/decay schedule (+ z-loss); the parallelism
+        and precision arguments are what the dist group built (the worker wires them), default one
+        plain process. Call on a resolved config (RunConfig.validate)."""
+        from olmo_core.optim import AdamWConfig, OptimGroupOverride
         from olmo_core.train.train_module import TransformerTrainModuleConfig
 
+        assert self.micro_batch_size is not None, "resolve() first"
         return TransformerTrainModuleConfig(
             rank_microbatch_size=self.micro_batch_size * sequence_length,  # tokens
             max_sequence_length=sequence_length,
             optim=AdamWConfig(
                 lr=self.lr,
-                betas=(0.9, 0.95),
+                betas=(float(self.betas[0]), float(self.betas[1])),
+                eps=self.eps,
                 weight_decay=self.weight_decay,
                 # No decay on embeddings, as in olmo-core's OLMo-2 recipes.
                 group_overrides=[
                     OptimGroupOverride(params=["embeddings.weight"], opts=dict(weight_decay=0.0))
                 ],
             ),
-            scheduler=CosWithWarmup(warmup=self.capped("warmup_steps")),
+            scheduler=self.scheduler_config(),
             max_grad_norm=self.max_grad_norm,
+            z_loss_multiplier=self.z_loss_multiplier or None,
             compile_model=compile_model,
             dp_config=dp_config,
             autocast_precision=autocast_precision,
@@ -123,14 +216,7 @@ class TrainConfig:
         )
 
         stock = {
-            "checkpointer": CheckpointerCallback(
-                # 0 = no checkpoints (benchmarks); otherwise capped at the run's length.
-                save_interval=self.capped("checkpoint_interval") or None,
-                enabled=self.checkpoint_interval > 0,
-                save_async=False,
-                # An lr=0 step-0 checkpoint perturbs the optimizer state: skip it.
-                pre_train_checkpoint=False,
-            ),
+            "checkpointer": self.checkpointer(CheckpointerCallback),
             "console": ConsoleLoggerCallback(log_interval=self.log_interval),
         }
         if on_gpu:  # peak GPU memory per step ("gpu_memory/..." metrics)
@@ -143,6 +229,23 @@ class TrainConfig:
             metrics_collect_interval=self.log_interval,
             cancel_check_interval=max(self.log_interval, 10),
             callbacks={**stock, **callbacks},
+        )
+
+    def checkpointer(self, cls: type[C]) -> C:
+        """olmo-core's checkpointer settings (``cls``: CheckpointerCallback or a subclass)."""
+        interval = self.capped("checkpoint_interval")
+        ephemeral = self.ephemeral_checkpoint_interval
+        if ephemeral is not None and interval and ephemeral >= interval:
+            ephemeral = None  # the permanent interval was capped at a short run's length
+        return cls(
+            # 0 = no checkpoints (benchmarks); otherwise capped at the run's length.
+            save_interval=interval or None,
+            ephemeral_save_interval=ephemeral,
+            max_checkpoints=self.keep_last_checkpoints,
+            enabled=self.checkpoint_interval > 0,
+            save_async=False,
+            # An lr=0 step-0 checkpoint perturbs the optimizer state: skip it.
+            pre_train_checkpoint=False,
         )
 
     def eval_schedule(self) -> tuple[int, bool]:

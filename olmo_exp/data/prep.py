@@ -37,6 +37,7 @@ from olmo_exp.data.tokenizer import (
     resolve_tokenizer_file,
     tokenizer_info,
 )
+from olmo_exp.data.tokens import token_manifest
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,10 @@ def prepare(cfg: DataConfig, info: TokenizerInfo | None = None) -> Manifest:
     if info is None:
         cfg.validate()
         info = tokenizer_info(cfg)
+    if source_name(cfg) == DataSource.tokens.value:  # existing token files: checked, not copied
+        manifest = token_manifest(cfg, info)
+        check_fits(manifest, cfg.sequence_length)
+        return manifest
     key, keyed = cache_key(cfg, info)
     root = Path(cfg.output_dir).expanduser().resolve() / key
     if not (root / MANIFEST).is_file():
@@ -111,7 +116,7 @@ def check_fits(manifest: Manifest, sequence_length: int) -> None:
     """Each split must hold at least one training sequence."""
     for split in SPLITS:
         n = manifest.tokens(split)
-        if n < sequence_length:
+        if n < sequence_length and (split == "train" or manifest.shards(split)):
             raise DataError(
                 f"the {split} split has {n} tokens, fewer than data.sequence_length={sequence_length}: "
                 f"lower data.sequence_length, raise data.max_articles or data.validation_fraction"

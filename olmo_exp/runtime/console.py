@@ -220,7 +220,7 @@ def format_duration(seconds: float) -> str:
 
 def step_fields(metrics: dict[str, float], *, val_loss: float | None, world_size: int,
                 eta_s: float | None) -> list[str]:
-    """The parts after ``step N/M``: loss, latest validation loss, tokens/s (all ranks), MFU, eta."""
+    """The parts after ``step N/M``: loss, this step's validation loss, tokens/s (all ranks), MFU, eta."""
     parts = []
     if TRAIN_LOSS in metrics:
         parts.append(f"loss {metrics[TRAIN_LOSS]:.2f}")
@@ -284,8 +284,10 @@ class StepConsole:
         if VAL_LOSS in metrics:
             self._val_loss = metrics[VAL_LOSS]
         if TRAIN_LOSS in metrics:
-            fields = step_fields(metrics, val_loss=self._val_loss, world_size=self.world_size,
-                                 eta_s=self._eta(step))
+            # val only where it was computed: an older one beside this step's loss would read as
+            # current (it is in the end line, and on its own step's line).
+            fields = step_fields(metrics, val_loss=metrics.get(VAL_LOSS),
+                                 world_size=self.world_size, eta_s=self._eta(step))
             self._last_train = metrics
         elif VAL_LOSS in metrics:  # validation at a step whose line is already out
             fields = [f"val {self._val_loss:.2f}"]

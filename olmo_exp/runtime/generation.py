@@ -147,8 +147,18 @@ class GenerationCallback(Callback):
             new = new[:-1]
         text = self.tokenizer.decode(new)
         if get_rank() == 0:
-            log.info("[generation step %d] %s%s", self.step, self.config.prompt, text)
+            # One console line per sample: newlines (and other escapes) shown, not obeyed.
+            log.info("[generation step %d] %s", self.step, one_line(self.config.prompt + text))
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": self.step, "prompt": self.config.prompt,
                                     "text": text}) + "\n")
         return text
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def one_line(text: str) -> str:
+    r"""``text`` on one console line: backslash, newline, CR and tab written as ``\\``, ``\n``,
+    ``\r``, ``\t`` (other characters, accents included, as they are)."""
+    return text.translate(_ESCAPES)

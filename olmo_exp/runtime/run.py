@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from olmo_exp.base.errors import ConfigError, DataError, Rejected
 from olmo_exp.base.files import remove_created_dir, write_json_atomic
@@ -33,8 +33,16 @@ SWEEP_LAUNCHERS = ("slurm", "local", "submitit_slurm", "submitit_local")
 
 log = logging.getLogger(__name__)
 
-# Keys whose change makes an existing checkpoint belong to a different experiment.
-IDENTITY_KEYS = ("model", "data.tokenizer", "data.bpe_vocab_size", "data.sequence_length")
+# Keys whose change makes an existing checkpoint belong to a different experiment: the model,
+# the tokens (what data, how tokenized and cut) and their order (seed, batch size). Everything else
+# (lr, schedule, intervals, max_steps, ...) may change between attempts; train.* changes are listed.
+IDENTITY_KEYS = (
+    "model", "data.source", "data.path", "data.hf_dataset", "data.hf_config", "data.text_column",
+    "data.max_articles", "data.validation_fraction", "data.shard_size_mb", "data.tokenizer",
+    "data.bpe_vocab_size", "data.sequence_length", "data.token_files",
+    "data.validation_token_files", "data.token_dtype", "train.seed", "train.global_batch_size",
+)
+_MISSING = object()
 
 
 class RunDirError(ConfigError):
@@ -77,25 +85,41 @@ class Run:
         return self.run_dir / "checkpoints"
 
     def check_run_dir(self) -> None:
-        """Refuse to resume checkpoints that a different model (or tokenization) produced."""
+        """Refuse to resume checkpoints that a different model, data or data order produced; say
+        which ``train.*`` settings differ from the previous attempt's."""
         checkpoints = sorted(self.checkpoint_dir.glob("step*"))
         if not checkpoints:
             return
-        previous = self.run_dir / ".hydra" / "config.yaml"
-        if not previous.exists():
+        previous = latest_attempt_config(self.run_dir)
+        if previous is None:
             raise RunDirError(
                 "hydra.run.dir", str(self.run_dir),
                 "holds checkpoints but no .hydra/config.yaml saying what made them; use a new run dir",
             )
-        old, new = OmegaConf.load(previous), OmegaConf.create(self.config.to_dict())
+        old, new = OmegaConf.load(previous), self._composed()
         for key in IDENTITY_KEYS:
-            before, now = OmegaConf.select(old, key), OmegaConf.select(new, key)
-            if before != now:
+            before, now = _select(old, key), _select(new, key)
+            if before is not _MISSING and before != now:  # _MISSING: a key newer than the run dir
                 raise RunDirError(
                     "hydra.run.dir", str(self.run_dir),
                     f"holds checkpoints of a different run ({key}: {before} != {now}); "
                     f"use a new run dir or the same {key}",
                 )
+        changed = []
+        for key in new.train:
+            before, now = _select(old.train, key), _select(new.train, key)
+            if before is not _MISSING and before != now:
+                changed.append(f"train.{key}: {before} -> {now}")
+        if changed and console.rank_from_env() == 0:
+            log.info("resuming with train settings changed since the last attempt: %s",
+                     ", ".join(changed))
+
+    def _composed(self) -> DictConfig:
+        """This attempt's config as .hydra/config.yaml holds it: the budget as given, not resolved."""
+        node = self.hydra_files.get("config.yaml")
+        if node is None:
+            return OmegaConf.create(self.config.to_dict())
+        return OmegaConf.create(OmegaConf.to_container(node, resolve=True, enum_to_str=True))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -131,13 +155,20 @@ class Run:
             self._reject(e)
         self._write_hydra_files()
         args = (self.config.to_dict(), str(self.run_dir), str(manifest.root))
-        if world.spawns:
-            launch.spawn(rank_worker, args, nproc=world.nproc_per_node,
-                         log_dir=self.run_dir / "logs")
-        elif world.world_size > 1:  # a rank started by torchrun or SLURM
-            rank_worker(*args)
-        else:
-            train_worker(*args)
+        rank0 = console.rank_from_env() == 0
+        if rank0:  # where to look, before the first step and again below the last line
+            log.info("run directory: %s", self.run_dir)
+        try:
+            if world.spawns:
+                launch.spawn(rank_worker, args, nproc=world.nproc_per_node,
+                             log_dir=self.run_dir / "logs")
+            elif world.world_size > 1:  # a rank started by torchrun or SLURM
+                rank_worker(*args)
+            else:
+                train_worker(*args)
+        finally:
+            if rank0:
+                log.info("run directory: %s", self.run_dir)
 
     def _reject(self, error: Exception) -> NoReturn:
         line = f"error: {error}"
@@ -152,6 +183,8 @@ class Run:
         if topo.already_launched() and console.rank_from_env() != 0:
             return
         hydra_dir = self.run_dir / ".hydra"
+        if (hydra_dir / "config.yaml").exists():  # a later attempt: every attempt's config is kept
+            hydra_dir = hydra_dir / f"attempt-{len(attempt_dirs(self.run_dir)) + 2}"
         hydra_dir.mkdir(parents=True, exist_ok=True)
         for name, node in self.hydra_files.items():
             OmegaConf.save(node, hydra_dir / name)
@@ -199,3 +232,26 @@ def check_launcher_mode() -> None:
         raise ConfigError("hydra/launcher", choice,
                           "submits jobs only for sweeps: add -m (python run.py -m "
                           f"hydra/launcher={choice} ...); a single point is a sweep of one job")
+
+
+def attempt_dirs(run_dir: Path) -> list[Path]:
+    """``.hydra/attempt-N/`` of the attempts after the first (whose config is ``.hydra/``'s), by N."""
+    found = [p for p in (run_dir / ".hydra").glob("attempt-*") if p.name[8:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[8:]))
+
+
+def latest_attempt_config(run_dir: Path) -> Path | None:
+    """The config of the run dir's latest attempt, None if it has none."""
+    for path in [*(d / "config.yaml" for d in reversed(attempt_dirs(run_dir))),
+                 run_dir / ".hydra" / "config.yaml"]:
+        if path.exists():
+            return path
+    return None
+
+
+def _select(node: Any, key: str) -> Any:
+    """A config value as plain data (lists and dicts compare by value), _MISSING if absent."""
+    value = OmegaConf.select(node, key, default=_MISSING, throw_on_resolution_failure=False)
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value

@@ -48,6 +48,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         DistMemoryCallback,
         MetricsFileCallback,
         RequeueCallback,
+        RetainingCheckpointer,
         SpeedMonitor,
         TrainStepTimer,
         WandbLogCallback,
@@ -71,6 +72,10 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
     model_config = cfg.model.build_config(cfg.model.padded_vocab_size(manifest.vocab_size))
     model_config.init_seed = train.seed
     summary = run_summary(cfg, model_config, world)
+    # Which token files trained this model: prepared shards, or data=tokens files in place.
+    summary["data"] = {"dir": str(manifest.root), "dtype": manifest.dtype,
+                       "tokenizer": manifest.data["tokenizer"]["identity"],
+                       **{f"{split}_files": manifest.paths(split) for split in ("train", "validation")}}
     if get_rank() == 0:
         log.info("%s", format_resolved(summary["dist"]))
         write_json_atomic(run_dir / SUMMARY_FILE, summary)
@@ -90,11 +95,12 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
     data_loader = NumpyDataLoaderConfig(
         global_batch_size=train.global_batch_size * seq_len,  # tokens
         seed=train.seed,
-        num_workers=0,
+        num_workers=train.num_workers,
         work_dir=work_dir,
     ).build(dataset, dp_process_group=train_module.dp_process_group)
 
     callbacks: dict[str, Any] = {
+        "checkpointer": train.checkpointer(RetainingCheckpointer),  # exact retention at the end
         "metrics_file": MetricsFileCallback(path=run_dir / "metrics.jsonl"),
         # dist/rank_state_bytes vs dist/unsharded_state_bytes: what sharding saves, per rank.
         "dist_memory": DistMemoryCallback(),

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from olmo_exp.base.errors import ConfigError
 from olmo_exp.runtime.console import rank_from_env
 from olmo_exp.sweep.failures import first_line, write_error_file
-from olmo_exp.sweep.report import expand_jobs, write_report
+from olmo_exp.sweep.report import JobRow, expand_jobs, write_report
 
 
 class SweepReportCallback(Callback):
@@ -76,8 +76,7 @@ class SweepReportCallback(Callback):
         if rank_from_env() != 0:
             return
         rows = write_report(sweep_dir)
-        done = sum(r.status in ("finished", "failed", "dry run") for r in rows)
-        line = f"report: {sweep_dir / 'report.md'} ({done}/{len(rows)} jobs done)"
+        line = f"report: {sweep_dir / 'report.md'} ({progress(rows)})"
         if line != self._last_line:  # the end of a sweep rewrites it twice more, unchanged
             print(line, file=sys.stderr)
             self._last_line = line
@@ -125,3 +124,10 @@ def _check_sweep(config: DictConfig) -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def progress(rows: list[JobRow]) -> str:
+    """``3/4 jobs done, 1 failed``: failed jobs are done, and counted apart so that none hides."""
+    done = sum(r.status in ("finished", "failed", "dry run") for r in rows)
+    failed = sum(r.status == "failed" for r in rows)
+    return f"{done}/{len(rows)} jobs done" + (f", {failed} failed" if failed else "")

@@ -21,7 +21,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from olmo_exp.base.files import atomic_path, read_jsonl, write_atomic
+from olmo_exp.base.files import atomic_path, dir_lock, read_jsonl, write_atomic
+from olmo_exp.config.train import steps_for_tokens
 from olmo_exp.runtime.console import TRAIN_LOSS, VAL_LOSS
 from olmo_exp.sweep import arm_report
 from olmo_exp.sweep.failures import failure_line
@@ -94,7 +95,11 @@ def tokens_per_step(config: dict | None) -> int | None:
 def _target_step(config: dict | None) -> int | None:
     try:
         train = config["train"]
-        return int(train.get("stop_at_step") or train["max_steps"])
+        if train.get("stop_at_step") or train.get("max_steps"):
+            return int(train.get("stop_at_step") or train["max_steps"])
+        # .hydra/config.yaml keeps the budget as given: a token budget's steps, as the run had them.
+        return steps_for_tokens(int(train["max_tokens"]), int(train["global_batch_size"]),
+                                int(config["data"]["sequence_length"]))
     except (TypeError, KeyError, ValueError):
         return None
 
@@ -310,10 +315,8 @@ def write_report(sweep_dir: Path | str) -> list[JobRow]:
 
     Locked, so that jobs finishing at the same time (submitit) write one report after another.
     """
-    from filelock import FileLock
-
     sweep_dir = Path(sweep_dir)
-    with FileLock(str(sweep_dir / ".report.lock")):
+    with dir_lock(sweep_dir):
         data, common = collect(sweep_dir)
         rows = [d.row for d in data]
         arms = arm_report.arm_report(data, report_settings(sweep_dir))
