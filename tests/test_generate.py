@@ -104,8 +104,13 @@ model = Disagreeing(sharded)
 got = generate_ids(model, [1, 2, 3], max_new_tokens=10, eos_token_id=EOS)
 # Training still works after sampling (no rank left behind in a collective).
 model.model(torch.tensor([[1, 2, 3, 4]]), labels=torch.tensor([[2, 3, 4, -100]])).loss.backward()
+dist.barrier()
 dist.destroy_process_group()
-print("TOKENS", rank, got, want)
+print("TOKENS", rank, got, want, flush=True)
+# The rank hosting the TCP store may leave first; the other's gloo/store threads then sometimes
+# abort at interpreter teardown ("terminate called without an active exception", SIGABRT) after
+# everything above succeeded. Nothing is left to check: leave without that teardown.
+os._exit(0)
 """
 
 

@@ -319,11 +319,14 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
     (log2,) = [p for p in (sweep / ".submitit").glob("*/*_0_log.out") if "requeuing" in p.read_text()]
     text = log2.read_text()
     stop = re.search(r"saved a checkpoint at step (\d+); requeuing", text)
-    assert stop and (sweep / "2" / "checkpoints" / f"step{stop[1]}").is_dir()
+    assert stop
     resumed = f"resuming at step {stop[1]} of 10 from"  # the console's line for a loaded checkpoint
     assert "Requeued job" in text and resumed in text
     assert text.index("Requeued job") < text.index(resumed)
     assert losses(sweep / "2") == losses(sweep / "0")
+    # Retention spans attempts: the newest train.keep_last_checkpoints (3) of both attempts' saves.
+    kept = sorted(int(p.name[4:]) for p in (sweep / "2" / "checkpoints").glob("step*"))
+    assert kept == [6, 9, 10], kept
     assert sorted(losses(sweep / "0")) == list(range(1, 11))
 
 

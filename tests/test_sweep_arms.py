@@ -115,11 +115,13 @@ def test_two_arms_two_seeds_arm_table(tmp_path: Path, data_dir: Path) -> None:
     md = (sweep / "report.md").read_text()
     assert md.index("## Arms") < md.index("## Jobs")
     assert "Baseline arm: `model.n_layers=2`" in md
-    (arm1,) = [ln for ln in md.splitlines() if ln.startswith("| model.n_layers=1 | 2 |")]
+    # the first table under "## Arms" is the validation loss's (other eval metrics follow)
+    arm1 = next(ln for ln in md.splitlines() if ln.startswith("| model.n_layers=1 | 2 |"))
     x = [final[1, 0], final[1, 1]]
     assert f"{np.mean(x):.4f} ± {np.std(x, ddof=1):.4f}" in arm1
     assert f"{np.mean([final[1, s] - final[2, s] for s in (0, 1)]):.4f} [" in arm1
-    (arm2,) = [ln for ln in md.splitlines() if ln.startswith("| model.n_layers=2 | 2 |")]
+    arm2 = next(ln for ln in md.splitlines() if ln.startswith("| model.n_layers=2 | 2 |"))
+    assert "eval/lm/validation/BPB mean ± std" in md and "validation/tokens" not in md
     assert "| baseline |" in arm2
 
 

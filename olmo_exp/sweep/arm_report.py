@@ -74,13 +74,14 @@ def eval_records(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def extra_eval_metrics(metrics: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Every ``eval/...`` value of the last evaluation other than the validation CE loss and
-    perplexity (bits per byte, downstream task scores, other validation sets...)."""
+    perplexity (bits per byte, downstream task scores, other validation sets...). The sizes of
+    the evaluated set (``.../tokens``, ``.../bytes``) are the same for every job: not a result."""
     evals = [r for r in metrics if any(k.startswith("eval/") for k in r)]
     if not evals:
         return {}
     return {k: float(v) for k, v in evals[-1].items()
             if k.startswith("eval/") and k not in (VAL_LOSS, VAL_PPL)
-            and isinstance(v, (int, float))}
+            and not k.endswith(("/tokens", "/bytes")) and isinstance(v, (int, float))}
 
 
 def job_metrics(data: JobData, settings: ReportSettings) -> dict[str, float | None]:
