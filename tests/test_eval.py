@@ -155,3 +155,10 @@ def test_downstream_metrics_in_metrics_file(sample, eval_runs, data_dir, tmp_pat
         assert all(math.isfinite(record[k]) for k in keys), {k: record[k] for k in keys}
     assert 0.0 <= record["eval/downstream/arc_easy (accuracy)"] <= 1.0
     assert "downstream 'arc_easy'" in (run_dir / "train.log").read_text()
+    # ... and in the sweep report's row for this run (report.csv columns, the arms' other table)
+    from olmo_exp.sweep.report import read_job
+
+    extra = read_job(run_dir, 0, []).extra
+    last = [r for r in evals(run_dir) if "eval/downstream/arc_easy (accuracy)" in r][-1]
+    assert extra["eval/downstream/arc_easy (accuracy)"] == last["eval/downstream/arc_easy (accuracy)"]
+    assert any(k.startswith("eval/downstream/piqa (") for k in extra)

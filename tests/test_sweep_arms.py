@@ -41,6 +41,46 @@ def test_every_preset_names_one_baseline_arm_and_documents_seeds(name: str) -> N
     assert "train.seed=0,1,2" in (SWEEPS_DIR / f"{name}.yaml").read_text()
 
 
+EXPECTED_COST = {"kv_heads": "kv_cache_bytes_per_token", "lws_scalars": "flops_per_token",
+                 "lws_vs_uniform": "flops_per_token"}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_plots_its_arms_against_the_cost_it_is_about(name: str) -> None:
+    """report.png's arm panel: KV-cache bytes for kv_heads, training FLOPs for the LWS presets,
+    whatever else differs between the arms (the LWS models' KV heads differ too)."""
+    from olmo_exp.sweep.arm_report import ArmReport, ReportSettings
+    from olmo_exp.sweep.plots import _cost_axis
+    from olmo_exp.sweep.report import JobData, JobRow
+
+    cfg = compose([f"+sweep={name}"], hydra=True)
+    settings = ReportSettings.from_callback(
+        OmegaConf.to_container(cfg.hydra.callbacks.sweep_report))
+    settings.check()
+    assert settings.cost == EXPECTED_COST[name]
+    # Two arms that differ in every cost: the named one is the axis, not the first that differs.
+    arms = group_arms({"overrides": [f"model.n_layers={n}"], "status": "finished",
+                       "metrics": {"final": 1.0}} for n in (1, 2))
+    data = [JobData(row=JobRow(job=i, overrides="", status="finished", run_dir="",
+                               params=10 * (i + 1), flops_per_token=100 * (i + 1),
+                               kv_cache_bytes_per_token=1000 * (i + 1)),
+                    all_overrides=[f"model.n_layers={i + 1}"], metrics=[],
+                    curve_tokens_per_step=None) for i in range(2)]
+    report = ArmReport(arms=arms, baseline=arms[0], diffs=[], metric_names=[], extra_names=[],
+                       settings=settings, job_arm={0: arms[0], 1: arms[1]})
+    assert _cost_axis(data, report)[0] == EXPECTED_COST[name]
+
+
+def test_an_unknown_cost_axis_is_refused_before_any_job(tmp_path: Path, data_dir: Path) -> None:
+    proc = cli("-m", "+sweep=kv_heads", "hydra.callbacks.sweep_report.cost=speed",
+               f"data.output_dir={data_dir}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+        "error: hydra.callbacks.sweep_report.cost='speed' is invalid: one of "
+        "kv_cache_bytes_per_token, flops_per_token, params or null (the first that differs)"]
+    assert list(tmp_path.iterdir()) == []  # nothing started, no sweep dir
+
+
 def t_ci(values: list[float]) -> tuple[float, float]:
     x = np.asarray(values)
     return stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))

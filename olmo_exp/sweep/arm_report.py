@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from olmo_exp.base.errors import ConfigError
 from olmo_exp.base.files import atomic_path
 from olmo_exp.runtime.console import VAL_LOSS
 from olmo_exp.sweep.arms import (
@@ -38,6 +39,11 @@ if TYPE_CHECKING:
 
 FINAL = "val loss"
 VAL_PPL = "eval/lm/validation/PPL"
+# What an arm panel's x axis can be (a report row's field: its title), in order of preference
+# when the sweep names none: the first that differs between arms.
+COSTS = {"kv_cache_bytes_per_token": "KV-cache bytes per token (bf16)",
+         "flops_per_token": "training FLOPs per token",
+         "params": "parameters"}
 
 
 @dataclass
@@ -48,6 +54,9 @@ class ReportSettings:
     matched: list[str] = field(default_factory=list)
     """model_summary.json keys on which every arm must match the baseline arm (checked before
     any job starts, :func:`olmo_exp.sweep.match.check_arms`)."""
+    cost: str | None = None
+    """report.png's arm panel x axis (a key of COSTS); null = the first of them that differs
+    between arms. A preset names the cost its question is about."""
 
     @classmethod
     def from_callback(cls, node: dict[str, Any] | None) -> ReportSettings:
@@ -61,7 +70,13 @@ class ReportSettings:
         return cls(baseline=[str(o) for o in baseline] if baseline else None,
                    last_k=int(node.get("last_k") or 3),
                    confidence=float(node.get("confidence") or 0.95),
-                   matched=[str(m) for m in matched])
+                   matched=[str(m) for m in matched],
+                   cost=str(node["cost"]) if node.get("cost") else None)
+
+    def check(self) -> None:
+        if self.cost is not None and self.cost not in COSTS:
+            raise ConfigError("hydra.callbacks.sweep_report.cost", self.cost,
+                              f"one of {', '.join(COSTS)} or null (the first that differs)")
 
     @property
     def last_k_name(self) -> str:

@@ -28,7 +28,7 @@ class SweepReportCallback(Callback):
     """
 
     def __init__(self, baseline: Any = None, last_k: int = 3, confidence: float = 0.95,
-                 matched: Any = None) -> None:
+                 matched: Any = None, cost: str | None = None) -> None:
         # The settings are read back from multirun.yaml by the report (olmo_exp.sweep.arm_report),
         # so that `python -m olmo_exp.sweep.report` gives the same report later.
         self._sweep_dir: Path | None = None
@@ -113,6 +113,7 @@ def _check_sweep(config: DictConfig) -> None:
     jobs = expand_jobs(params, list(config.hydra.overrides.task))
     arms = group_arms({"overrides": j, "status": "not started", "metrics": {}} for j in jobs)
     try:
+        settings.check()
         try:
             base = baseline_arm(arms, settings.baseline)
         except ValueError as e:

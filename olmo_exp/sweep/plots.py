@@ -17,14 +17,12 @@ if TYPE_CHECKING:
     from olmo_exp.sweep.arm_report import ArmReport
     from olmo_exp.sweep.report import JobData
 
-# What an arm panel's x axis can be, in order of preference: the first that differs between arms.
-COST_AXES = (("kv_cache_bytes_per_token", "KV-cache bytes per token (bf16)"),
-             ("flops_per_token", "training FLOPs per token"),
-             ("params", "parameters"))
-
-
 def _cost_axis(data: list[JobData], arms: ArmReport) -> tuple[str, str] | None:
-    for key, title in COST_AXES:
+    from olmo_exp.sweep.arm_report import COSTS
+
+    if arms.settings.cost in COSTS:  # the cost the sweep is about (the preset names it)
+        return arms.settings.cost, COSTS[arms.settings.cost]
+    for key, title in COSTS.items():
         per_arm: dict[int, set[Any]] = {}
         for d in data:
             value = getattr(d.row, key)
