@@ -180,3 +180,24 @@ def test_the_check_catches_what_it_names(tmp_path: Path, source: dict[str, str],
     graph = import_graph(root)
     found = "violation" if layer_violations(graph) else "cycle" if cycles(graph) else "clean"
     assert found == expected
+
+
+def test_the_readmes_module_map_matches_the_tree() -> None:
+    """README "Where the code is" names every module under its layer, and nothing that is gone."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("### Where the code is", 1)[1].split("```", 2)[1]
+    described: dict[str, str] = {}
+    layer = None
+    for line in block.splitlines():
+        head = re.match(r"^(\w+)/\s", line)
+        if head:
+            layer = head[1]
+        if layer:
+            described[layer] = described.get(layer, "") + " " + line
+    assert set(described) == set(LAYERS)
+    for name in LAYERS:
+        modules = {p.stem for p in (PACKAGE / name).glob("*.py")} - {"__init__", "__main__"}
+        words = set(re.findall(r"\b[a-z_]+\b", described[name]))
+        assert modules <= words, (name, sorted(modules - words))
