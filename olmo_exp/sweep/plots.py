@@ -40,6 +40,10 @@ def _arm_panel(ax: Any, data: list[JobData], arms: ArmReport) -> None:
     axis = _cost_axis(data, arms)
     key, title = axis if axis else ("", "arm")
     pct = f"{arms.settings.confidence:.0%}"
+    # Arms that differ in one key's value are marked by the value alone (the key goes in the
+    # title): long labels of close points would overlap.
+    keys = {a.label.partition("=")[0] for a in arms.arms if " " not in a.label and "=" in a.label}
+    short_key = keys.pop() if len(keys) == 1 and all("=" in a.label for a in arms.arms) else None
     for i, arm in enumerate(arms.arms):
         mean, (lo, hi) = arm.mean(FINAL), arm.ci(FINAL)
         if mean is None:
@@ -52,13 +56,15 @@ def _arm_panel(ax: Any, data: list[JobData], arms: ArmReport) -> None:
         ax.errorbar([x], [mean], yerr=yerr, fmt=marker, color=f"C{i % 10}", capsize=5,
                     markersize=7, label=f"{arm.label} (n={arm.n_seeds})"
                     + (" baseline" if arm is arms.baseline else ""))
-        ax.annotate(arm.label + (" (baseline)" if arm is arms.baseline else ""), (x, mean),
+        text = arm.label.partition("=")[2] if short_key else arm.label
+        ax.annotate(text + (" (baseline)" if arm is arms.baseline else ""), (x, mean),
                     textcoords="offset points", xytext=(6, 6), fontsize=8)
     ax.set_xlabel(title)
     if not axis:
         ax.set_xticks([])
     ax.set_ylabel("final validation CE loss")
-    ax.set_title(f"arms: final validation loss, mean and {pct} CI over seeds", fontsize=10)
+    ax.set_title(f"arms{' by ' + short_key if short_key else ''}: final validation loss, "
+                 f"mean and {pct} CI over seeds", fontsize=10)
     ax.grid(alpha=0.3)
 
 
