@@ -270,6 +270,16 @@ def start_sweep(name: str, root: Path, data_dir: Path, *overrides: str,
     return Sweep(name, cwd, proc, started)
 
 
+
+def grid_reference(sweeps: dict) -> Path:
+    """The grid sweep's run of the FSDP point's settings as one process: the losses a multi-rank
+    job of the same settings must reproduce."""
+    grid = sweeps["grid"]
+    assert grid.wait().returncode == 0, grid.describe()
+    (reference,) = [grid.run_dir(n) for n in range(4) if all(
+        o in (grid.run_dir(n) / ".hydra" / "overrides.yaml").read_text() for o in FSDP_POINT)]
+    return reference
+
 @pytest.fixture(scope="module")
 def sweeps(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """All sweeps of this module, started together (the data prepared once, before)."""
@@ -377,11 +387,7 @@ def test_fsdp_job_is_one_two_rank_run(sweeps: dict[str, Sweep]) -> None:
     assert [p.name for p in sweep.dir.iterdir() if p.is_dir() and p.name != ".submitit"] == ["0"]
     task_logs = [name for name in sweep.job_logs() if name.endswith("_log.out")]
     assert len(task_logs) == 2, task_logs  # one per rank
-    grid = sweeps["grid"]
-    assert grid.wait().returncode == 0, grid.describe()
-    (reference,) = [grid.run_dir(n) for n in range(4) if all(
-        o in (grid.run_dir(n) / ".hydra" / "overrides.yaml").read_text() for o in FSDP_POINT)]
-    assert_same_losses(assert_finished(run_dir, 6), assert_finished(reference, 6),
+    assert_same_losses(assert_finished(run_dir, 6), assert_finished(grid_reference(sweeps), 6),
                        list(range(1, 7)))
 
 
@@ -474,9 +480,5 @@ def test_two_node_hsdp_job_trains_like_one_process(sweeps: dict[str, Sweep]) -> 
     nodes = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job, "-o", "NodeList"],
                            capture_output=True, text=True, check=True, timeout=60).stdout.split()
     assert nodes == ["gpu[1-2]"], nodes  # one task on each node
-    grid = sweeps["grid"]
-    assert grid.wait().returncode == 0, grid.describe()
-    (reference,) = [grid.run_dir(n) for n in range(4) if all(
-        o in (grid.run_dir(n) / ".hydra" / "overrides.yaml").read_text() for o in FSDP_POINT)]
-    assert_same_losses(assert_finished(run_dir, 6), assert_finished(reference, 6),
+    assert_same_losses(assert_finished(run_dir, 6), assert_finished(grid_reference(sweeps), 6),
                        list(range(1, 7)))
