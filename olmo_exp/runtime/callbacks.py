@@ -36,7 +36,7 @@ from torch.distributed.tensor import DTensor
 from olmo_exp.base.files import truncate_to_step, write_jsonl_atomic
 from olmo_exp.config.wandb import WandbConfig
 from olmo_exp.runtime import preemption
-from olmo_exp.runtime.console import StepConsole
+from olmo_exp.runtime.console import STEP_TIME, STEP_TOKENS, StepConsole
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,6 @@ class WandbLogCallback(Callback):
             self._run = None
 
 
-STEP_TIME = "throughput/device/train step time (s)"
-STEP_TOKENS = "throughput/device/train step tokens"
 
 
 @dataclass

@@ -199,6 +199,12 @@ log = logging.getLogger(__name__)
 
 TRAIN_LOSS = "train/CE loss"
 VAL_LOSS = "eval/lm/validation/CE loss"
+VAL_PPL = "eval/lm/validation/PPL"
+# Each step's own training time and tokens (runtime.callbacks.TrainStepTimer), which the sweep
+# report sums; olmo-core's running average, for runs recorded before them.
+STEP_TIME = "throughput/device/train step time (s)"
+STEP_TOKENS = "throughput/device/train step tokens"
+DEVICE_TPS_AVG = "throughput/device/TPS (actual avg)"
 DEVICE_TPS = "throughput/device/TPS"
 DEVICE_MFU = "throughput/device/MFU"
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from olmo_exp.base.errors import ConfigError
 from olmo_exp.base.files import atomic_path
-from olmo_exp.runtime.console import VAL_LOSS
+from olmo_exp.runtime.console import VAL_LOSS, VAL_PPL
 from olmo_exp.sweep.arms import (
     ArmStats,
     PairedDiff,
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from olmo_exp.sweep.report import JobData
 
 FINAL = "val loss"
-VAL_PPL = "eval/lm/validation/PPL"
 # What an arm panel's x axis can be (a report row's field: its title), in order of preference
 # when the sweep names none: the first that differs between arms.
 COSTS = {"kv_cache_bytes_per_token": "KV-cache bytes per token (bf16)",

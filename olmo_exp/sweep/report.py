@@ -23,15 +23,20 @@ from omegaconf import OmegaConf
 
 from olmo_exp.base.files import atomic_path, dir_lock, read_jsonl, write_atomic
 from olmo_exp.config.train import steps_for_tokens
-from olmo_exp.runtime.console import TRAIN_LOSS, VAL_LOSS
+from olmo_exp.runtime.console import (
+    DEVICE_TPS_AVG as TPS,
+)
+from olmo_exp.runtime.console import (
+    STEP_TIME,
+    STEP_TOKENS,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    VAL_PPL,
+)
 from olmo_exp.sweep import arm_report
 from olmo_exp.sweep.failures import failure_line
 from olmo_exp.sweep.plots import write_plot
 
-VAL_PPL = "eval/lm/validation/PPL"
-TPS = "throughput/device/TPS (actual avg)"
-STEP_TIME = "throughput/device/train step time (s)"  # olmo_exp.runtime.callbacks.TrainStepTimer
-STEP_TOKENS = "throughput/device/train step tokens"
 """Written into a job's run dir by :class:`SweepReportCallback` when the job raised."""
 
 
