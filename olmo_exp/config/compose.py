@@ -49,6 +49,8 @@ def register_resolvers() -> None:
     # hydra/launcher=slurm|local: one task per rank; GPUs from the cluster profile or partition.
     OmegaConf.register_new_resolver("olmo_tasks_per_node", tasks_per_node, replace=True)
     OmegaConf.register_new_resolver("olmo_gpus_per_node", default_gpus_per_node, replace=True)
+    # conf/model/ladder.yaml: heads follow d_model (n_heads = d_model // head_dim) at every rung
+    OmegaConf.register_new_resolver("olmo_div", lambda a, b: int(a) // int(b), replace=True)
 
 
 def compose(overrides: list[str] | None = None, *, return_hydra_config: bool = False) -> DictConfig:

@@ -41,6 +41,10 @@ class LWSConfig:
     """Scalar on each block's attention and FFN outputs (the residual branches)."""
     ffn_multiple_of: int = 256
     """FFN widths are rounded to a multiple of this (OpenELM's ffn_dim_divisor)."""
+    match: str | None = None
+    """n_non_embedding_params or flops_per_token: solve fnn_scalars[1] at compose time so that
+    this model's layers match the uniform model of the same d_model/n_layers/heads within 1%
+    (olmo_exp/config/sizing.py); null = the scalars as given."""
 
     @property
     def enabled(self) -> bool:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from olmo_exp.base.errors import ConfigError, positive
 from olmo_exp.config import lws as lws_lib
+from olmo_exp.config import sizing
 from olmo_exp.config.lws import LayerSpec, LWSConfig
 
 if TYPE_CHECKING:  # olmo-core only where a model is built: composing and validating stay fast
@@ -37,6 +38,10 @@ class ModelConfig:
     vocab_size: int | None = None
     """Embedding rows; null = the tokenizer's vocab padded to a multiple of 128."""
     tie_word_embeddings: bool = False
+    gqa_match: str | None = None
+    """n_non_embedding_params or flops_per_token: widen the FFN (solve hidden_size_multiplier)
+    so that this GQA/MQA model matches the multi-head model (n_kv_heads = n_heads, default FFN)
+    within 1%, as Llama 2's GQA ablation did; null = off."""
     lws: LWSConfig = field(default_factory=LWSConfig)
 
     @property
@@ -79,7 +84,7 @@ class ModelConfig:
         """Per-layer geometry under ``lws`` (default: this model's own ``model.lws``);
         ``ffn_hidden_size``: the unscaled layers' FFN width, null = olmo-core's for this model."""
         if ffn_hidden_size is None:
-            ffn_hidden_size = self.build_config(VOCAB_PAD_MULTIPLE).block.feed_forward.hidden_size
+            ffn_hidden_size = sizing.uniform_ffn_hidden_size(self)
         return lws_lib.layer_specs(
             self.lws if lws is None else lws,
             d_model=self.d_model,
@@ -89,6 +94,10 @@ class ModelConfig:
             head_dim=self.resolved_head_dim,
             ffn_hidden_size=ffn_hidden_size,
         )
+
+    def resolve(self, sequence_length: int) -> None:
+        """Solve model.lws.match / model.gqa_match in place (RunConfig.validate calls it)."""
+        sizing.resolve_matches(self, sequence_length)
 
     def padded_vocab_size(self, tokenizer_vocab_size: int) -> int:
         if self.vocab_size is not None:

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from olmo_exp.base.errors import ConfigError, non_negative, positive
+from olmo_exp.config import sizing
 from olmo_exp.config import topology as topo
 from olmo_exp.config.cluster import ClusterConfig
 from olmo_exp.config.data import DataConfig
@@ -33,13 +34,17 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     dry_run: bool = False
 
-    def validate(self, host: topo.Host | None = None) -> None:
+    def validate(self, host: topo.Host | None = None, tokenizer_vocab: int | None = None) -> None:
         """Every check of the config alone: one ConfigError, before anything is written. The checks
         that read a tokenizer file are data's (:func:`olmo_exp.data.check.check_run`).
 
         ``host``: the launcher and GPUs to check against; None = this process's (topo.host()).
+        ``tokenizer_vocab``: the tokenizer's vocab, for a FLOPs budget (train.size_rule.flops_budget).
         """
         self.model.validate()
+        self.model.resolve(self.data.sequence_length)  # per-rung matching, before any size rule
+        sizing.apply_size_rule(self.train.size_rule, self.train, self.model,
+                               self.data.sequence_length, tokenizer_vocab)
         self.data.validate()
         self.dist.validate()
         world = topo.resolve_topology(self.dist, host or topo.host())

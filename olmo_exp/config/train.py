@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from math import ceil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from olmo_exp.base.errors import ConfigError, non_negative, positive
+from olmo_exp.config.sizing import SizeRuleConfig
 
 if TYPE_CHECKING:
     from olmo_core.config import DType
@@ -94,6 +95,8 @@ class TrainConfig:
     peak_tflops: float | None = None
     """The GPU's dense bf16 peak (TFLOP/s), the denominator of MFU; null = from the device name
     (olmo_exp/build/peaks.py). No MFU for fp32 runs, on CPU, or on a GPU the table lacks."""
+    size_rule: SizeRuleConfig = field(default_factory=SizeRuleConfig)
+    """A ladder rung's budget, LR and batch from its size (olmo_exp/config/sizing.py, docs/scaling.md)."""
     console: ConsoleMode = ConsoleMode.compact
     """compact: one line per logged step (a progress bar on a terminal); full: olmo-core's metrics
     block and log messages, module listing included (see olmo_exp/runtime/console.py)."""

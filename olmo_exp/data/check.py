@@ -15,8 +15,10 @@ def check_run(config: RunConfig, host: Host | None = None) -> TokenizerInfo:
     ``host``: the launcher and GPUs to check against; None = this process's.
     Returns the tokenizer it resolved, for data prep and the model's vocab (resolved once).
     """
-    config.validate(host)
+    config.data.validate()  # before reading its tokenizer
     tokenizer = tokenizer_info(config.data)
+    # the vocab sizes the LM head, whose FLOPs a compute budget (train.size_rule) counts
+    config.validate(host, tokenizer_vocab=tokenizer.vocab_size)
     vocab = config.model.vocab_size
     if vocab is not None and vocab < tokenizer.vocab_size:
         raise ConfigError("model.vocab_size", vocab,
