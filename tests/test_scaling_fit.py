@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from olmo_exp.sweep.isoflop_fit import IsoPoint, fit_isoflop
-from olmo_exp.sweep.scaling_fit import Law, Rung, fit_arm, fit_ladder
+from olmo_exp.sweep.scaling_fit import Law, Rung, fit_arm, fit_ladder, resampled_means
 
 TRUE = Law(E=2.0, A=0.3, alpha=0.25, c_ref=1e15)
 """Chinchilla-like: loss 2.6 at 1e13 FLOPs, 2.17 at 1e17."""
@@ -86,6 +86,17 @@ def test_bootstrap_intervals_cover_the_truth_in_most_replicates() -> None:
     assert all(n >= 45 for n in covered.values()), covered
 
 
+@pytest.mark.parametrize("seeds", [2, 3, 5])
+def test_a_resampled_rung_mean_has_the_variance_its_seeds_estimate(seeds: int) -> None:
+    """Var of the bootstrap mean = s^2 / n (s: the seeds' sample std): the plain bootstrap's
+    would be (n-1)/n of it (half with two seeds), and its intervals too narrow."""
+    losses = {s: 3.0 + 0.01 * s**1.5 for s in range(seeds)}
+    means = resampled_means([Rung("r", 1e15, losses)], n_boot=20000)[:, 0]
+    values = np.asarray(list(losses.values()))
+    assert means.var() == pytest.approx(values.var(ddof=1) / seeds, rel=0.05)
+    assert means.mean() == pytest.approx(values.mean(), abs=1e-3)
+
+
 @pytest.mark.parametrize("computes", [[1e15, 1e16], [1e15, 1e15, 1e16, 1e16]])
 def test_fewer_than_three_computes_get_one_line_and_no_number(computes: list[float]) -> None:
     rng = np.random.default_rng(2)
@@ -150,7 +161,8 @@ def test_isoflop_parabolas_find_the_optimal_size_and_its_power_law() -> None:
     points = []
     for budget in budgets:
         opt = chinchilla_optimum(budget)
-        for j, n in enumerate(opt * np.logspace(-0.5, 0.5, 7)):
+        # Sizes off-centre (as a real grid is: the optimum is not known in advance).
+        for j, n in enumerate(opt * np.logspace(-0.6, 0.3, 7)):
             loss = chinchilla_loss(n, budget / (6 * n))
             points.append(IsoPoint(budget, Rung(f"size{j}", float(n),
                                                 {s: loss + rng.normal(0, 0.001)
