@@ -203,7 +203,8 @@ def markdown(report: ScalingReport | None) -> str:
     if report is None:
         return ""
     s = report.settings
-    keys = ", ".join(f"`{k}`" for k in ladder.axis_keys(s.rungs, s.budget))
+    keys = ", ".join(f"`{k}`" for k in s.rungs) + (f" and the budget key `{s.budget}`"
+                                                    if s.budget else "")
     pct = f"{s.confidence:.0%}"
     lines = ["", "", "## Scaling", "",
              f"Arms: the jobs' overrides minus `train.seed` and the rung keys ({keys}). Only "
