@@ -121,7 +121,7 @@ def test_fewer_than_three_computes_per_arm_say_so_in_one_line_and_no_number(
                      for arm in ("uniform", "lws")]
     # No fit row, no multiplier row, no number in the section but its settings.
     assert not [ln for ln in section.splitlines() if ln.startswith("| `model=")]
-    assert "k(C)" not in section
+    assert "k(C)" not in section and "Per arm: L(C)" not in section
     scaling = read_csv(sweep / "report_scaling.csv")
     assert {r["kind"] for r in scaling} == {"rung", "note"}
 

@@ -223,7 +223,9 @@ def markdown(report: ScalingReport | None) -> str:
 
 def _ladder_md(report: ScalingReport, pct: str) -> list[str]:
     fitted = [f for f in report.fits.values() if f.law is not None]
-    c_ref = fitted[0].law.c_ref if fitted else None
+    if not fitted:  # the notes say why
+        return []
+    c_ref = fitted[0].law.c_ref
     lines = [f"Per arm: L(C) = E + A·(C / {_g(c_ref, '.0e')} FLOPs)^(−α), fitted to the final "
              "validation loss of every finished seed at every rung.", "",
              f"| arm | rungs | seeds | compute range (FLOPs) | E [{pct} CI] | A [{pct} CI] | "
