@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from olmo_exp.sweep.isoflop_fit import IsoPoint, fit_isoflop
-from olmo_exp.sweep.scaling_fit import Law, Rung, fit_arm, fit_ladder, resampled_means
+from olmo_exp.sweep.scaling_fit import Law, Rung, fit_arm, fit_ladder
+from olmo_exp.sweep.seed_bootstrap import resampled_means
 
 TRUE = Law(E=2.0, A=0.3, alpha=0.25, c_ref=1e15)
 """Chinchilla-like: loss 2.6 at 1e13 FLOPs, 2.17 at 1e17."""
@@ -123,6 +124,18 @@ def test_an_arm_below_the_baselines_floor_has_no_multiplier_there() -> None:
     top = by_rung["rung5"]
     assert top.k is None and top.ci is None and top.verdict == "n/a"
     assert top.note.startswith("undefined")
+
+
+def test_a_fit_on_a_bound_is_flagged() -> None:
+    """Losses that fall faster at larger compute (a real 3-step ladder's: no power law with a
+    floor fits them) put E on its bound 0: the fit says its numbers mean little."""
+    rungs = [Rung(f"d{d}", c, {0: a, 1: b}) for d, c, a, b in (
+        (64, 3.59e9, 8.9017, 8.9018), (128, 9.37e9, 8.7395, 8.7469), (256, 2.39e10, 8.5342, 8.6020))]
+    fit = fit_arm("kv2", rungs, n_boot=100)
+    assert fit.law is not None and fit.law.E == 0
+    assert fit.warning.startswith("`kv2`: the fit is at a bound (E = 0)")
+    good = fit_arm("uniform", ladder(TRUE, np.random.default_rng(8), 0.002), n_boot=100)
+    assert good.warning == ""
 
 
 def test_compute_ranges_that_do_not_overlap_give_no_multiplier() -> None:

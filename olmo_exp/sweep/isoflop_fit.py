@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from olmo_exp.sweep.scaling_fit import Rung, interval, resampled_means
+from olmo_exp.sweep.scaling_fit import Rung
+from olmo_exp.sweep.seed_bootstrap import interval, resampled_means
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,18 +1,16 @@
 """Loss-vs-compute fits of a ladder, with bootstrap intervals over seeds, and the compute
 multiplier of one arm against the baseline arm. Pure numerics: no files, no Hydra, no torch.
 
-The law, per arm: ``L(C) = E + A * C**-alpha`` (C: training FLOPs; E: the loss no compute removes).
+The law, per arm: ``L(C) = E + A * (C / c_ref)**-alpha`` (C: training FLOPs; E: the loss no
+compute removes; c_ref: a stated reference compute).
 For a fixed ``alpha`` the law is linear in (E, A), so the fit is solved exactly for (E, A) and
 searched over ``alpha`` alone (variable projection): a dense log grid, then a local refinement.
 That is a global search over the only nonlinear parameter: no start point to choose, no local
 minimum to land in, and the same code fits a thousand bootstrap resamples at once. E >= 0 and
 A > 0 are imposed (a loss that rises with compute has no fit).
 
-Bootstrap: every rung's seeds are resampled with replacement and everything is refitted. Their
-spread around the rung's mean is widened by sqrt(n/(n-1)) first, so that a resampled mean has
-the variance the seeds' sample variance estimates (with 2 seeds the plain bootstrap halves it).
-Arms draw the same resample at a rung (same seeds, sorted), so the seed-paired noise cancels in
-the multiplier as it does in a paired difference.
+Bootstrap intervals: every rung's seeds resampled (:mod:`olmo_exp.sweep.seed_bootstrap`) and
+everything refitted.
 
 numpy and scipy are imported inside the functions: a rejected config must not pay for them.
 """
@@ -20,10 +18,11 @@ numpy and scipy are imported inside the functions: a rejected config must not pa
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from olmo_exp.sweep.seed_bootstrap import interval, resampled_means
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,15 +72,6 @@ class Law:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(gap > 0, self.c_ref * (self.A / np.maximum(gap, 1e-300))
                             ** (1 / self.alpha), np.inf)
-
-
-def interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Percentile interval (no interpolation, so that infinite samples stay infinite)."""
-    import numpy as np
-
-    tail = (1 - confidence) / 2
-    lo, hi = np.quantile(samples, [tail, 1 - tail], method="inverted_cdf")
-    return float(lo), float(hi)
 
 
 # -- the fit ------------------------------------------------------------------------------------
@@ -193,36 +183,6 @@ def fit_laws(log_c: np.ndarray, Y: np.ndarray, w: np.ndarray, log_ref: float,
     return out
 
 
-def _uniforms(rung: str, n_boot: int, width: int, seed: int) -> np.ndarray:
-    """The resampling draws of one rung, the same for every arm (deterministic per rung name)."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, zlib.crc32(rung.encode())])
-    return rng.random((n_boot, width))
-
-
-def resampled_means(rungs: Sequence[Rung], n_boot: int, seed: int = 0) -> np.ndarray:
-    """(n_boot, R): each rung's mean loss over its seeds resampled with replacement, the seeds'
-    spread widened by sqrt(n/(n-1)) (see the module doc)."""
-    import numpy as np
-
-    out = np.empty((n_boot, len(rungs)))
-    for r, rung in enumerate(rungs):
-        values = np.asarray([rung.losses[s] for s in _sorted_seeds(rung.losses)], dtype=float)
-        n = values.size
-        mean = values.mean()
-        if n > 1:
-            values = mean + (values - mean) * math.sqrt(n / (n - 1))
-        draws = _uniforms(rung.name, n_boot, max(64, n), seed)[:, :n]
-        idx = np.minimum((draws * n).astype(int), n - 1)
-        out[:, r] = values[idx].mean(axis=1)
-    return out
-
-
-def _sorted_seeds(losses: Mapping[Seed, float]) -> list[Seed]:
-    return sorted(losses, key=lambda s: (s is not None, s or 0))
-
-
 # -- one arm ------------------------------------------------------------------------------------
 
 
@@ -237,6 +197,8 @@ class ArmFit:
     """(n_boot, 3) bootstrap laws (E, A, alpha); None without intervals."""
     ci_problem: str = ""
     """Why there are no intervals (a rung with one seed)."""
+    warning: str = ""
+    """The fit sits on a bound (E = 0, alpha at the search limit): the numbers mean little."""
     cis: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
@@ -275,6 +237,13 @@ def fit_arm(arm: str, rungs: Sequence[Rung], n_boot: int = 1000, confidence: flo
         fit.problem = f"can't fit `{arm}`: its loss does not fall with compute"
         return fit
     fit.law = Law(*map(float, point), c_ref=c_ref)
+    at_bound = [what for what, hit in (
+        ("E = 0", fit.law.E <= 0),
+        ("α at its search limit", not 1.01 * ALPHA_BOUNDS[0] < fit.law.alpha < ALPHA_BOUNDS[1] / 1.01),
+    ) if hit]
+    if at_bound:
+        fit.warning = (f"`{arm}`: the fit is at a bound ({', '.join(at_bound)}): its losses do not "
+                       "flatten toward a floor over this range, so E, A, α and k mean little")
     single = [r.name for r in rungs if len(r.losses) < 2]
     if single:
         fit.ci_problem = ("no intervals: rung" + ("s " if len(single) > 1 else " ")

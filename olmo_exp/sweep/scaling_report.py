@@ -156,7 +156,8 @@ def build(data: Sequence[JobData], settings: ReportSettings, n_boot: int = N_BOO
         else:
             rungs = [_rung(c, sum(c.computes) / len(c.computes)) for c in cells]
             report.fits[arm] = fit_arm(arm, rungs, n_boot, settings.confidence, c_ref=c_ref)
-    report.notes += [f.problem for f in report.fits.values() if f.problem]
+    report.notes += [f.problem or f.warning for f in report.fits.values()
+                     if f.problem or f.warning]
     if report.baseline is None:
         return report
     base = report.fits[report.baseline]
@@ -304,7 +305,7 @@ def rows(report: ScalingReport) -> list[dict[str, Any]]:
             for name in ("E", "A", "alpha", "c_ref"):
                 ci = fit.cis.get(name) or (None, None)
                 add("law", arm, name=name, value=getattr(fit.law, name), ci_low=ci[0],
-                    ci_high=ci[1], note=fit.ci_problem)
+                    ci_high=ci[1], note=fit.warning or fit.ci_problem)
     for arm, ks in report.multipliers.items():
         for m in ks:
             ci = m.ci or (None, None)
