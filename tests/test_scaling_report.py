@@ -10,6 +10,7 @@ import csv
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -19,6 +20,9 @@ from omegaconf import OmegaConf, open_dict
 from olmo_exp.runtime.console import VAL_LOSS
 from olmo_exp.sweep.report import write_report
 from olmo_exp.sweep.scaling_fit import Law
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 RUNG = "model.d_model"
 TRUE = Law(E=2.0, A=0.3, alpha=0.25, c_ref=1e12)
@@ -75,9 +79,30 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 WIDTHS = [32, 64, 128, 256, 512]
 
 
-def test_a_ladder_report_has_the_fit_table_and_the_multiplier(tmp_path: Path) -> None:
-    sweep = write_sweep(tmp_path, WIDTHS)
-    write_report(sweep)
+@pytest.fixture(scope="module")
+def ladder_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Figure]:
+    """A 2-arm x 5-rung x 2-seed ladder's sweep dir, reported once, and report.png's figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    saved: list[Figure] = []
+    original = Figure.savefig
+
+    def keep(fig: Figure, *args: object, **kwargs: object) -> None:
+        saved.append(fig)
+        original(fig, *args, **kwargs)
+
+    sweep = write_sweep(tmp_path_factory.mktemp("ladder"), WIDTHS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Figure, "savefig", keep)
+        write_report(sweep)
+    return sweep, saved[-1]
+
+
+def test_a_ladder_report_has_the_fit_table_and_the_multiplier(ladder_sweep) -> None:
+    sweep, _ = ladder_sweep
     jobs = read_csv(sweep / "report.csv")
     for row in jobs:  # compute = FLOPs per token x tokens trained, not 6N
         width = int(re.search(rf"{RUNG}=(\d+)", row["overrides"]).group(1))
@@ -139,27 +164,13 @@ def test_a_rung_with_no_finished_seed_is_one_line(tmp_path: Path) -> None:
     assert not [r for r in scaling if r["kind"] == "multiplier"]
 
 
-def test_the_loss_vs_compute_panel_is_in_report_png(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def test_the_loss_vs_compute_panel_is_in_report_png(ladder_sweep) -> None:
     from matplotlib.collections import PolyCollection
     from matplotlib.container import ErrorbarContainer
-    from matplotlib.figure import Figure
 
-    saved: list[Figure] = []
-    original = Figure.savefig
-
-    def keep(fig: Figure, *args: object, **kwargs: object) -> None:
-        saved.append(fig)
-        original(fig, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
-    sweep = write_sweep(tmp_path, WIDTHS)
-    write_report(sweep)
+    sweep, figure = ladder_sweep
     assert (sweep / "report.png").stat().st_size > 0
-    panels = [ax for ax in saved[-1].axes if ax.get_gid() == "scaling"]
+    panels = [ax for ax in figure.axes if ax.get_gid() == "scaling"]
     assert len(panels) == 1
     ax = panels[0]
     assert ax.get_xscale() == "log" and ax.get_xlabel() == "training compute (FLOPs)"
