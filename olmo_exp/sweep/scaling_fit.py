@@ -213,7 +213,7 @@ def reference_compute(computes: Sequence[float]) -> float:
 
 
 def fit_arm(arm: str, rungs: Sequence[Rung], n_boot: int = 1000, confidence: float = 0.95,
-            seed: int = 0, c_ref: float | None = None) -> ArmFit:
+            seed: int = 0, c_ref: float | None = None, widen: bool = True) -> ArmFit:
     """The law of one arm from its rungs (rungs without a finished seed must not be passed: the
     caller names them), with percentile bootstrap intervals of E, A and alpha. ``c_ref``: where
     A is stated (default: :func:`reference_compute` of the rungs)."""
@@ -250,7 +250,7 @@ def fit_arm(arm: str, rungs: Sequence[Rung], n_boot: int = 1000, confidence: flo
                           + ", ".join(f"`{s}`" for s in single) + " ha"
                           + ("ve" if len(single) > 1 else "s") + " a single seed")
         return fit
-    fit.boot = fit_laws(log_c, resampled_means(rungs, n_boot, seed), w, math.log(c_ref))
+    fit.boot = fit_laws(log_c, resampled_means(rungs, n_boot, seed, widen), w, math.log(c_ref))
     for i, name in enumerate(("E", "A", "alpha")):
         column = fit.boot[:, i]
         # A resample with no fit (its loss does not fall) counts as the widest outcome.
@@ -350,10 +350,10 @@ class LadderFit:
 
 
 def fit_ladder(arms: Mapping[str, Sequence[Rung]], baseline: str, n_boot: int = 1000,
-               confidence: float = 0.95, seed: int = 0) -> LadderFit:
+               confidence: float = 0.95, seed: int = 0, widen: bool = True) -> LadderFit:
     computes = [r.compute for rungs in arms.values() for r in rungs]
     c_ref = reference_compute(computes) if computes else 1.0
-    fits = {name: fit_arm(name, rungs, n_boot, confidence, seed, c_ref)
+    fits = {name: fit_arm(name, rungs, n_boot, confidence, seed, c_ref, widen)
             for name, rungs in arms.items()}
     result = LadderFit(fits=fits, baseline=baseline, multipliers={}, notes={})
     for name, fit in fits.items():

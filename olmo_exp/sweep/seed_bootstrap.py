@@ -37,9 +37,11 @@ def _uniforms(rung: str, n_boot: int, width: int, seed: int) -> np.ndarray:
     return rng.random((n_boot, width))
 
 
-def resampled_means(rungs: Sequence[Rung], n_boot: int, seed: int = 0) -> np.ndarray:
+def resampled_means(rungs: Sequence[Rung], n_boot: int, seed: int = 0, widen: bool = True
+                    ) -> np.ndarray:
     """(n_boot, R): each rung's mean loss over its seeds resampled with replacement, the seeds'
-    spread widened by sqrt(n/(n-1)) (see the module doc)."""
+    spread widened by sqrt(n/(n-1)) (see the module doc; ``widen=False``: the plain bootstrap,
+    for the comparison in docs/scaling.md)."""
     import numpy as np
 
     out = np.empty((n_boot, len(rungs)))
@@ -47,7 +49,7 @@ def resampled_means(rungs: Sequence[Rung], n_boot: int, seed: int = 0) -> np.nda
         values = np.asarray([rung.losses[s] for s in _sorted_seeds(rung.losses)], dtype=float)
         n = values.size
         mean = values.mean()
-        if n > 1:
+        if n > 1 and widen:
             values = mean + (values - mean) * math.sqrt(n / (n - 1))
         draws = _uniforms(rung.name, n_boot, max(64, n), seed)[:, :n]
         idx = np.minimum((draws * n).astype(int), n - 1)
