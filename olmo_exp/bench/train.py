@@ -44,8 +44,11 @@ def run_olmo_exp(overrides: list[str], steps: int, run_dir: Path) -> dict:
             (times[last] - times[first]) / (last - first), "total_s": total}
 
 
-def run_raw_olmo_core(config, steps: int) -> float:
-    """Seconds per optimizer step of a bare olmo-core loop: same model config, data, batch, optimizer."""
+def run_raw_olmo_core(config, steps: int, compile_model: bool = False) -> tuple[float, float]:
+    """(seconds per optimizer step after warm-up, seconds of the warm-up steps) of a bare olmo-core
+    loop: same model config, data, batch, optimizer; ``compile_model``: torch.compile (inductor)
+    on each block and the LM head first (olmo-core's ``apply_compile``, which it calls on CUDA
+    only), so the warm-up steps hold the compilation."""
     import numpy as np
     import torch
     from olmo_core.data.utils import get_labels
@@ -58,6 +61,8 @@ def run_raw_olmo_core(config, steps: int) -> float:
     model_cfg.init_seed = train.seed
     model = model_cfg.build(init_device="cpu")
     model.init_weights(max_seq_len=seq, device=torch.device("cpu"))
+    if compile_model:
+        model.apply_compile()
     optim = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=(0.9, 0.95),
                               weight_decay=train.weight_decay)
     tokens = np.memmap(manifest.paths("train")[0], dtype=manifest.dtype, mode="r")
@@ -78,12 +83,14 @@ def run_raw_olmo_core(config, steps: int) -> float:
         optim.step()
         times.append(time.perf_counter() - t0)
     steady = times[WARMUP_STEPS:]
-    return sum(steady) / len(steady)
+    return sum(steady) / len(steady), sum(times[:WARMUP_STEPS])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the raw loop under torch.compile, side by side")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for run.py")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     tokens_per_step = config.train.global_batch_size * config.data.sequence_length
     with tempfile.TemporaryDirectory() as tmp:
         ours = run_olmo_exp(args.overrides, args.steps, Path(tmp) / "run")
-    raw_step_s = run_raw_olmo_core(config, args.steps)
+    raw_step_s, _ = run_raw_olmo_core(config, args.steps)
     result = {
         "model": config.model.name,
         "tokens_per_step": tokens_per_step,
@@ -113,6 +120,14 @@ def main(argv: list[str] | None = None) -> None:
         "raw_olmo_core_tokens_per_s": round(tokens_per_step / raw_step_s, 1),
         "ratio_olmo_exp_to_raw": round(raw_step_s / ours["steady_step_s"], 3),
     }
+    if args.compile:
+        compiled_step_s, warmup_s = run_raw_olmo_core(config, args.steps, compile_model=True)
+        result.update({
+            "raw_compiled_tokens_per_s": round(tokens_per_step / compiled_step_s, 1),
+            "ratio_compiled_to_eager": round(raw_step_s / compiled_step_s, 3),
+            # what compiling costs once: the warm-up steps beyond eager's per-step time
+            "compile_overhead_s": round(warmup_s - WARMUP_STEPS * compiled_step_s, 1),
+        })
     for key, value in result.items():
         print(f"{key:>28}: {value}")
     print(json.dumps(result))

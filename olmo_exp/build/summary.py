@@ -37,7 +37,7 @@ def summarize(cfg: ModelConfig, config: TransformerConfig, *, sequence_length: i
         "n_layers": config.n_layers,
         "vocab_size": config.vocab_size,
         "sequence_length": sequence_length,
-        "lws": {k: getattr(cfg.lws, k) for k in ("name", "qkv_scalars", "fnn_scalars",
+        "lws": {k: getattr(cfg.lws, k) for k in ("name", "match", "qkv_scalars", "fnn_scalars",
                                                  "output_scalars", "ffn_multiple_of")},
         "layers": layers,
         "n_params": n_params,
