@@ -49,14 +49,15 @@ def test_a_tiny_ladder_end_to_end(tmp_path: Path, data_dir: Path) -> None:
     for run in runs:
         summary = json.loads((run / "model_summary.json").read_text())
         last_step = max(r["step"] for r in read_jsonl(run / "metrics.jsonl"))
-        config = OmegaConf.load(run / ".hydra" / "config.yaml")
-        tokens = last_step * config.train.global_batch_size * config.data.sequence_length
+        train = summary["train"]  # as validation resolved it (.hydra/config.yaml: as given)
+        tokens = last_step * train["global_batch_size"] * SEQ
         assert float(rows[int(run.name)]["train_flops"]) == summary["flops_per_token"] * tokens
+        assert rows[int(run.name)]["status"] == "finished"
         # the rule set the budget: 0.01 x the layers' parameters (model_summary.json's per-layer
         # counts, olmo-core's), trained in whole steps
         n_layer_params = sum(layer["params"] for layer in summary["layers"])
-        assert config.train.max_tokens == math.ceil(0.01 * n_layer_params)
-        assert last_step == config.train.max_steps
+        assert train["max_tokens"] == math.ceil(0.01 * n_layer_params)
+        assert last_step == train["max_steps"] == math.ceil(train["max_tokens"] / (BATCH * SEQ))
         arm = "lws" if summary["lws"]["match"] else "uniform"
         params.setdefault((summary["d_model"], arm), []).append(summary["n_non_embedding_params"])
         if arm == "lws":  # the free scalar, solved for this rung

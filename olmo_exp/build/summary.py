@@ -94,7 +94,14 @@ def run_summary(cfg: RunConfig, model_config: TransformerConfig, world: Topology
     """model_summary.json: the built model at the run's sequence length and sharding, and ``dist``."""
     return {**summarize(cfg.model, model_config, sequence_length=cfg.data.sequence_length,
                         shard_degree=cfg.dist.param_shard_degree(world.world_size)),
-            "dist": resolved_dist(cfg.dist, world)}
+            "dist": resolved_dist(cfg.dist, world),
+            # the budget and recipe as validation resolved them (train.size_rule sets them from
+            # the model's size; .hydra/config.yaml keeps them as given)
+            "train": {k: getattr(cfg.train, k) for k in RESOLVED_TRAIN_KEYS}}
+
+
+RESOLVED_TRAIN_KEYS = ("max_steps", "max_tokens", "global_batch_size", "micro_batch_size", "lr",
+                       "warmup_steps")
 
 
 

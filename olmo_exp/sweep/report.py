@@ -128,6 +128,10 @@ def read_job(run_dir: Path, job: int, overrides: list[str] | None, dry_run: bool
             summary = json.loads((run_dir / "model_summary.json").read_text())
         except json.JSONDecodeError:
             summary = None
+    if summary and isinstance(summary.get("train"), dict) and isinstance(config, dict):
+        # steps and batch as the run resolved them (a ladder's train.size_rule sets them)
+        config = {**config, "train": {**config.get("train", {}), **summary["train"]}}
+        data.curve_tokens_per_step = tokens_per_step(config)
     if summary:
         row.params = summary.get("n_params")
         row.non_embedding_params = summary.get("n_non_embedding_params")
