@@ -134,3 +134,24 @@ def test_every_ladder_preset_composes_with_every_launcher(name: str, launcher: s
         config = run_config(compose(job))
         check_run(config, host)
         assert config.train.max_steps and config.train.max_steps > 0
+
+
+def test_a_size_ruled_job_is_reported_finished_with_its_resolved_batch(tmp_path: Path) -> None:
+    """.hydra/config.yaml keeps the budget as given (max_steps null under train.size_rule); the
+    report takes the steps and batch the run resolved from model_summary.json's ``train``."""
+    from olmo_exp.sweep.report import read_job
+
+    run = tmp_path / "0"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"train": {"max_steps": None, "max_tokens": None, "global_batch_size": 8,
+                              "size_rule": {"tokens_per_param": 2}},
+                    "data": {"sequence_length": 128}}, run / ".hydra" / "config.yaml")
+    OmegaConf.save(["model.d_model=32"], run / ".hydra" / "overrides.yaml")
+    (run / "model_summary.json").write_text(json.dumps({
+        "n_params": 1000, "n_non_embedding_params": 500, "flops_per_token": 3000,
+        "train": {"max_steps": 5, "max_tokens": 4000, "global_batch_size": 6}}))
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "train/CE loss": 5.0}) + "\n" for s in range(1, 6)))
+    data = read_job(run, 0, None)
+    assert data.row.status == "finished"
+    assert data.row.train_flops == 3000 * 5 * 6 * 128

@@ -33,16 +33,27 @@ def preset(name: str) -> tuple[list[list[str]], list[str]]:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_names_one_baseline_arm_and_documents_seeds(name: str) -> None:
+    """One baseline arm per rung (and budget) of a ladder; one in all of any other sweep."""
+    from olmo_exp.sweep import rungs
+
     jobs, baseline = preset(name)
+    cfg = compose([f"+sweep={name}"], hydra=True)
+    rung_keys, budget = rungs.parse(OmegaConf.to_container(cfg.hydra.callbacks.sweep_report))
     arms = group_arms({"overrides": j, "status": "finished", "metrics": {}} for j in jobs)
     assert len(arms) * 2 == len(jobs)  # two seeds per arm
-    chosen = baseline_arm(arms, baseline)  # raises unless exactly one arm matches
-    assert set(baseline) <= set(chosen.overrides)
+    parts = rungs.partitions(arms, rung_keys, budget)
+    assert len(parts) == 1 or rung_keys  # several parts only where rungs are declared
+    for part in parts:
+        chosen = baseline_arm(part, baseline)  # raises unless exactly one arm matches
+        assert set(baseline) <= set(chosen.overrides)
     assert "train.seed=0,1,2" in (SWEEPS_DIR / f"{name}.yaml").read_text()
 
 
 EXPECTED_COST = {"kv_heads": "kv_cache_bytes_per_token", "lws_scalars": "flops_per_token",
-                 "lws_vs_uniform": "flops_per_token"}
+                 "lws_vs_uniform": "flops_per_token", "ladder_lws": "flops_per_token",
+                 "ladder_lws_gpu": "flops_per_token", "ladder_kv": "kv_cache_bytes_per_token",
+                 "ladder_kv_gpu": "kv_cache_bytes_per_token", "isoflop": "flops_per_token",
+                 "isoflop_gpu": "flops_per_token"}
 
 
 @pytest.mark.parametrize("name", PRESETS)

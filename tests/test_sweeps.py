@@ -56,8 +56,9 @@ def test_every_preset_composes_validates_and_dry_runs(name: str) -> None:
     jobs = preset_jobs(name)
     assert len(jobs) > 1
     assert f"{len(jobs)} jobs" in text  # the header says how many jobs
-    for job in jobs:
-        # validate() + the dry run's model summary (meta device, no data)
+    for job in {tuple(o for o in job if not o.startswith("train.seed=")): job for job in jobs}.values():
+        # validate() + the dry run's model summary (meta device, no data), once per model: the
+        # seed changes neither
         summary = match.summarize_config(composed(tuple(job)))
         assert summary["n_params"] > 0 and summary["flops_per_token"] > 0
 
