@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] in ("-h", "--help"):
         print("usage: python -m olmo_exp.sweep.report <sweep dir>  (writes report.csv/.md/.png there)")
-        return 2
+        return 0 if args[:1] in (["-h"], ["--help"]) else 2
     sweep_dir = Path(args[0])
     if not sweep_dir.is_dir():
         print(f"error: sweep dir={str(sweep_dir)!r} is invalid: not a directory", file=sys.stderr)
