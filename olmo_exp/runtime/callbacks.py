@@ -80,7 +80,13 @@ class MetricsFileCallback(Callback):
             return
         values = {k: float(v) for k, v in metrics.items()}
         if self._records and self._records[-1].get("step") == step:
-            self._records[-1].update(values)  # this step's eval/checkpoint metrics, arriving late
+            # More of this step's metrics, arriving late (evaluation; or, when a checkpoint save
+            # flushed the metrics halfway through the step, the rest of the step's own).
+            last = self._records[-1]
+            for key in (STEP_TIME, STEP_TOKENS):
+                if key in values and key in last:
+                    values[key] += last[key]
+            last.update(values)
             write_jsonl_atomic(self.path, self._records)
             return
         if self._pending is not None:  # the steps in between: their training time and tokens
@@ -357,7 +363,8 @@ class ConsoleCallback(ConsoleLoggerCallback):
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         if self._view is not None:
-            self._view.log_metrics(step, metrics, ended=self._ended.get(step))
+            # A step not over yet (metrics flushed by a checkpoint save inside it): now.
+            self._view.log_metrics(step, metrics, ended=self._ended.get(step, time.time()))
             self._ended = {s: t for s, t in self._ended.items() if s >= step}
 
     def post_train(self) -> None:

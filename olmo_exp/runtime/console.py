@@ -267,7 +267,7 @@ def logged_step(step: int, metrics: dict[str, float], interval: int) -> bool:
     """Whether a step gets a console line and a ``metrics.jsonl`` record: every ``interval``-th
     step (``train.log_interval``) and every step with evaluation metrics. (The last step trained
     gets one too; only the trainer knows which that is: see the callbacks' ``post_train``.)"""
-    return step % max(interval, 1) == 0 or any(k.startswith("eval/") for k in metrics)
+    return step > 0 and (step % max(interval, 1) == 0 or any(k.startswith("eval/") for k in metrics))
 
 
 STEP_LINE = re.compile(r"^step (\d+)/(\d+)( · [^·]+)+$")
