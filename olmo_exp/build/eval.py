@@ -198,14 +198,18 @@ class DownstreamCallbackConfig(DownstreamEvaluatorCallbackConfig):
 def eval_callbacks(*, manifest: Manifest, sequence_length: int, work_dir: str, eval_tokens: int,
                    micro_batch_size: int, eval_interval: int, eval_on_finish: bool,
                    tasks: list[str], max_examples: int | None, context: int) -> dict[str, Any]:
-    """The run's evaluator callbacks (the worker's ``lm_evaluator`` and ``downstream_evaluator``)."""
+    """The run's evaluator callbacks (the worker's ``lm_evaluator`` and ``downstream_evaluator``;
+    no ``lm_evaluator`` for token files given without validation files)."""
     from olmo_core.data import TokenizerConfig
 
-    callbacks: dict[str, Any] = {"lm_evaluator": ValidationCallbackConfig(
-        dataset=manifest.dataset_config(LABEL, sequence_length=sequence_length, work_dir=work_dir),
-        num_sequences=manifest.eval_sequences(eval_tokens, sequence_length),
-        rank_batch_size=micro_batch_size, tokenizer_file=str(manifest.tokenizer_path),
-        eval_interval=eval_interval, eval_on_finish=eval_on_finish)}
+    callbacks: dict[str, Any] = {}
+    num_sequences = manifest.eval_sequences(eval_tokens, sequence_length)
+    if num_sequences:
+        callbacks["lm_evaluator"] = ValidationCallbackConfig(
+            dataset=manifest.dataset_config(LABEL, sequence_length=sequence_length, work_dir=work_dir),
+            num_sequences=num_sequences, rank_batch_size=micro_batch_size,
+            tokenizer_file=str(manifest.tokenizer_path), eval_interval=eval_interval,
+            eval_on_finish=eval_on_finish)
     if tasks:
         callbacks["downstream_evaluator"] = DownstreamCallbackConfig(
             tasks=list(tasks), max_examples=max_examples, context=context,
