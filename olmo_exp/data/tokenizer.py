@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +173,57 @@ class TextTokenizer:
 
     def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    @cached_property
+    def byte_counts(self) -> np.ndarray:
+        """:func:`token_byte_counts` of this tokenizer, built on first use."""
+        return token_byte_counts(self._tok)
+
+
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def token_byte_counts(tok) -> np.ndarray:
+    """UTF-8 bytes of each token id's own piece (index = id), so that the bytes of any token
+    sequence are a sum, wherever it is cut (decoding a cut sequence turns a split character into
+    U+FFFD, 3 bytes, and metaspace decoders drop a leading space).
+
+    Byte-level BPE (``Ġ``-style pieces): one byte per character of the piece. Byte fallback
+    ``<0xNN>``: one byte. Metaspace ``▁`` (or a decoder's Replace of it): a space. Special tokens
+    (EOS, padding): 0; other added tokens: their text's UTF-8. Otherwise the piece's UTF-8.
+    ``tok``: a ``tokenizers.Tokenizer``.
+    """
+    spec = json.loads(tok.to_str())
+    decoders = _flat(spec.get("decoder"))
+    kinds = {d.get("type") for d in decoders}
+    byte_level = "ByteLevel" in kinds
+    byte_fallback = "ByteFallback" in kinds or bool((spec.get("model") or {}).get("byte_fallback"))
+    spaces = {d.get("replacement", "\u2581") for d in decoders if d.get("type") == "Metaspace"}
+    spaces |= {d["pattern"]["String"] for d in decoders if d.get("type") == "Replace"
+               and d.get("content") == " " and "String" in d.get("pattern", {})}
+    added = {a["id"]: a for a in spec.get("added_tokens", [])}
+    vocab = tok.get_vocab(with_added_tokens=True)
+    counts = np.zeros(max(vocab.values()) + 1, dtype=np.int64)
+    for piece, i in vocab.items():
+        if i in added:
+            counts[i] = 0 if added[i].get("special") else len(added[i]["content"].encode())
+        elif byte_level:
+            counts[i] = len(piece)
+        elif byte_fallback and _BYTE_PIECE.fullmatch(piece):
+            counts[i] = 1
+        else:
+            for space in spaces:
+                piece = piece.replace(space, " ")
+            counts[i] = len(piece.encode())
+    return counts
+
+
+def _flat(decoder: dict | None) -> list[dict]:
+    if not decoder:
+        return []
+    if decoder.get("type") == "Sequence":
+        return [d for inner in decoder.get("decoders", []) for d in _flat(inner)]
+    return [decoder]
 
 
 def tiktoken_cached(encoding: str = "cl100k_base") -> bool:
