@@ -64,15 +64,14 @@ def token_manifest(cfg: DataConfig, info: TokenizerInfo) -> Manifest:
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):  # ranks starting together: one scans, the rest trust it
         passed = _passed(root / MANIFEST)
-        mtimes = {}
+        data["passed"] = {}
         for split in splits.values():
             for shard in split["shards"]:
                 stat = Path(shard["path"]).stat()
-                if passed.get(shard["path"]) != [stat.st_size, stat.st_mtime_ns]:
+                record = [stat.st_size, stat.st_mtime_ns]
+                if passed.get(shard["path"]) != record:
                     scan_token_file(shard["path"], dtype, info.vocab_size, given=cfg.token_dtype)
-                mtimes[shard["path"]] = stat.st_mtime_ns
-        data["passed"] = {path: [int(Path(path).stat().st_size), mtime]
-                          for path, mtime in mtimes.items()}
+                data["passed"][shard["path"]] = record
         if _read(root / MANIFEST) != {**data, "key": root.name}:
             write_json_atomic(root / MANIFEST, {**data, "key": root.name})
     return Manifest.load(root)
