@@ -346,7 +346,10 @@ def _check_pytest(command: Command, args: list[str]) -> None:
 
 
 def _is_cheap(command: Command) -> bool:
-    """Composing one config: the fast lane. Sweeps (every point) and subprocesses: slow."""
+    """The README's single runs (one config composed each): the fast lane. The pages' commands,
+    sweeps (every point) and modules (a subprocess each): slow, as they add up."""
+    if command.page != "README.md":
+        return False
     for part in _split_chain(command.text):
         words = _words(part)
         if words[:2] == ["python", "-m"] and words[2:3] and words[2].startswith("olmo_exp."):
