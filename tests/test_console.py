@@ -346,7 +346,8 @@ def test_log_interval_gives_the_documented_console_lines_and_metrics_records(
     its metrics on), which is what the console line shows."""
     run_dir = tmp_path / "run"
     proc = run_cli(*TINY, "train.max_steps=23", "train.log_interval=10", "train.eval_interval=15",
-                   "train.checkpoint_interval=20", "train.warmup_steps=2", run_dir=run_dir)
+                   "train.checkpoint_interval=20", "train.warmup_steps=2", run_dir=run_dir,
+                   timeout=1800)  # a guard against a hang only: shared machines can be very slow
     records = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records] == [10, 15, 20, 23]
     assert [r["step"] for r in records if console.VAL_LOSS in r] == [15, 23]
@@ -367,7 +368,8 @@ def test_log_interval_gives_the_documented_console_lines_and_metrics_records(
 def test_hydras_own_lines_use_the_runs_format(run_cli, tmp_path: Path) -> None:
     """A multirun's launcher lines (Hydra's own logger) read ``12:04:05 message`` like the run's,
     not ``[2026-12-07 00:52:53,455][HYDRA] message``."""
-    proc = run_cli("-m", "dry_run=true", "model.n_layers=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    proc = run_cli("dry_run=true", "model.n_layers=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                   "-m", timeout=1800)
     launching = [line for line in proc.stdout.splitlines() if "Launching 2 jobs locally" in line]
     assert len(launching) == 1 and re.fullmatch(r"\d\d:\d\d:\d\d Launching 2 jobs locally",
                                                  launching[0]), proc.stdout
