@@ -134,7 +134,11 @@ def hf_model(config: PretrainedConfig, state: dict[str, torch.Tensor]) -> PreTra
 
     cls = Olmo2ForCausalLM if config.model_type == "olmo2" else modeling_olmo_lws.OlmoLwsForCausalLM
     model = cls(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a shape that the config doesn't give
+        raise ExportRefused("model", cls.__name__, f"weights don't fit the config: "
+                            f"{str(e).splitlines()[-1].strip()}") from None
     if missing or unexpected:
         raise ExportRefused("model", cls.__name__,
                             f"weights don't map one to one (missing {missing[:3]}, "
