@@ -196,26 +196,35 @@ def test_refusals_are_one_line_and_touch_nothing(runs: dict[str, Path], tmp_path
 
 def test_fsdp_checkpoints_export_the_same_weights(runs: dict[str, Path], data_dir: Path,
                                                   tmp_path: Path) -> None:
-    """2 FSDP ranks vs 1 process, same config: the same exported weights (to float32 rounding of
-    the sharded optimizer step); the 2-rank export is bitwise olmo-core's own unsharding."""
+    """2 FSDP ranks vs 1 process, same config: the 2-rank export is bitwise the full tensors that
+    olmo-core's own unsharding (``load_keys``) reads from its checkpoint, and equals the 1-rank
+    export up to what training itself leaves: the two runs differ in the float32 rounding of the
+    gradient reduction, which Adam's first steps amplify to ~1e-5 in the weights (measured
+    2.0e-5 at most after 2 steps), while their validation losses agree to ~1e-6."""
     import torch
-    from olmo_core.distributed.checkpoint import load_keys
+    from olmo_core.distributed.checkpoint import get_checkpoint_metadata, load_keys
     from safetensors.torch import load_file
 
+    from olmo_exp.build.hf_export import hf_state
     from olmo_exp.cli.export import export_run
 
     fsdp = train(tmp_path, data_dir, "fsdp", "model=olmo_tiny", "dist=fsdp",
                  "dist.nproc_per_node=2")
-    export_run(fsdp, tmp_path / "hf-fsdp", check=False)
+    export_run(fsdp, tmp_path / "hf-fsdp")  # checked against its own checkpoint's loss
     export_run(runs["olmo_tiny"], tmp_path / "hf-single", check=False)
     two = load_file(tmp_path / "hf-fsdp" / "model.safetensors")
     one = load_file(tmp_path / "hf-single" / "model.safetensors")
-    assert two.keys() == one.keys()
-    for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6, msg=key)
-    (embeddings,) = load_keys(fsdp / "checkpoints" / "step2" / "model_and_optim",
-                              ["model.embeddings.weight"])
-    assert torch.equal(two["model.embed_tokens.weight"], embeddings)
+
+    checkpoint = fsdp / "checkpoints" / "step2" / "model_and_optim"
+    keys = [k for k in get_checkpoint_metadata(checkpoint).state_dict_metadata
+            if k.startswith("model.")]
+    unsharded = dict(zip([k[len("model."):] for k in keys], load_keys(checkpoint, keys), strict=True))
+    reference = hf_state(unsharded, n_layers=4)
+    assert reference.keys() == two.keys() == one.keys()
+    for key in two:
+        assert torch.equal(two[key], reference[key]), key
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-4, msg=key)
+    assert abs(logged_loss(fsdp) - logged_loss(runs["olmo_tiny"])) <= 1e-5
 
 
 def test_lm_eval_runs_offline_on_the_export_and_agrees_with_the_loop(

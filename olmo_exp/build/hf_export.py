@@ -119,12 +119,12 @@ def hf_config(model: Transformer, layers: list[Layer], *, max_position_embedding
     return config
 
 
-def hf_state(model: Transformer, n_layers: int) -> dict[str, torch.Tensor]:
-    """The model's weights under HF OLMo-2 names (olmo-core's converter: renames only)."""
+def hf_state(state: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
+    """An olmo-core model state under HF OLMo-2 names (olmo-core's converter: renames only)."""
     from olmo_core.nn.conversion.state_mapping import TemplatePlaceholder
     from olmo_core.nn.hf import get_converter_to_hf
 
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().clone() for k, v in state.items()}
     return get_converter_to_hf("olmo2").convert(state, {TemplatePlaceholder.LAYER: n_layers})
 
 
@@ -155,7 +155,7 @@ def export_model(model: Transformer, out: Path, *, max_position_embeddings: int,
     layers = layers_of(model)
     config = hf_config(model, layers, max_position_embeddings=max_position_embeddings,
                        eos_token_id=eos_token_id, pad_token_id=pad_token_id)
-    exported = hf_model(config, hf_state(model, model.n_layers))
+    exported = hf_model(config, hf_state(model.state_dict(), model.n_layers))
     exported.generation_config = GenerationConfig(
         eos_token_id=eos_token_id, pad_token_id=pad_token_id, do_sample=False)
     out.mkdir(parents=True, exist_ok=True)
