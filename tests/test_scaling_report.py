@@ -274,3 +274,18 @@ def test_a_declared_ladder_picks_one_baseline_per_rung(capsys: pytest.CaptureFix
     _check_sweep(sweep_config(base, "hydra.callbacks.sweep_report.rungs=[model.d_model]",
                               task=LADDER))
     assert capsys.readouterr().err == ""
+
+
+def test_every_job_needs_a_numeric_budget() -> None:
+    from olmo_exp.base.errors import ConfigError
+    from olmo_exp.sweep import rungs
+
+    jobs = [["model.d_model=64", "train.flops_budget=1e15"],
+            ["model.d_model=128", "train.flops_budget=lots"]]
+    with pytest.raises(ConfigError) as err:
+        rungs.check(["model.d_model"], "train.flops_budget", jobs)
+    assert str(err.value) == (
+        "hydra.callbacks.sweep_report.budget='train.flops_budget' is invalid: every job must set "
+        "train.flops_budget to a positive number of FLOPs; job [model.d_model=128 "
+        "train.flops_budget=lots] has 'lots'")
+    rungs.check(["model.d_model"], "train.flops_budget", jobs[:1])  # a number: accepted
