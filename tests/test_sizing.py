@@ -157,7 +157,7 @@ def test_no_solution_or_bad_rule_is_one_line(overrides: tuple[str, ...], key: st
 def test_size_rule_sets_budget_lr_batch_and_warmup_from_n() -> None:
     """tokens = 20 x N; lr x (N/N0)^(-1/3); batch x (N/N0)^(2/3) in multiples; warmup over N
     tokens -- and a second validation changes nothing (the rule never reads what it sets)."""
-    rule = ("train=ladder", "train.size_rule.reference_params=21024", "train.size_rule.lr=0.01",
+    rule = ("train=ladder", "train.size_rule.reference_params=38016", "train.size_rule.lr=0.01",
             "train.size_rule.batch_size=4", "train.size_rule.batch_exponent=0.6666666667",
             "train.size_rule.batch_multiple=2", "train.size_rule.warmup_tokens_per_param=1",
             "data.sequence_length=128")
@@ -166,7 +166,7 @@ def test_size_rule_sets_budget_lr_batch_and_warmup_from_n() -> None:
     for config in (small, big):
         check_run(config, CPU_HOST)
     n_small, n_big = sizing.layer_params(small.model), sizing.layer_params(big.model)
-    assert n_small == 21024
+    assert n_small == 38016  # model=ladder: d_model 32, 3 layers
     assert small.train.lr == pytest.approx(0.01) and small.train.global_batch_size == 4
     assert big.train.lr == pytest.approx(0.01 * (n_big / n_small) ** (-1 / 3))
     assert big.train.global_batch_size % 2 == 0

@@ -113,7 +113,13 @@ def _cli(*args: str, cwd: Path, data_dir: Path, check: bool = True) -> subproces
 
 def test_help_lists_presets_from_any_directory(tmp_path: Path, data_dir: Path) -> None:
     proc = _cli("--help", cwd=tmp_path, data_dir=data_dir)
-    (line,) = [x.split() for x in proc.stdout.splitlines() if x.strip().startswith("+sweep ")]
+    lines = proc.stdout.splitlines()
+    (start,) = [i for i, x in enumerate(lines) if x.strip().startswith("+sweep ")]
+    line = lines[start].split()
+    for more in lines[start + 1:]:  # a long list wraps onto indented continuation lines
+        if not more.startswith(" " * 10):
+            break
+        line += more.split()
     assert line == ["+sweep", *(f"{name}," for name in PRESETS[:-1]), PRESETS[-1]]
 
 
