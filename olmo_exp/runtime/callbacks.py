@@ -294,6 +294,8 @@ class ConsoleCallback(ConsoleLoggerCallback):
 
     world_size: int = 1
     progress_bar: bool = False
+    start_from: str | None = None
+    """Where a fresh run's weights came from (train.init_from); None = a random init."""
     _view: StepConsole | None = None
     _trained: bool = False
 
@@ -306,7 +308,7 @@ class ConsoleCallback(ConsoleLoggerCallback):
         loaded = trainer.checkpoint_loaded and trainer.global_step > 0
         self._view.start(trainer.global_step,
                          checkpoint=f"{trainer.save_folder}/step{trainer.global_step}" if loaded
-                         else None)
+                         else None, start_from=self.start_from)
 
     def post_step(self) -> None:
         pass  # olmo-core's progress marker between logged steps: the step lines say it all
