@@ -103,7 +103,7 @@ def test_mismatched_shapes_are_refused_in_one_line_naming_the_tensor(
     for overrides, line in cases:
         run_dir = mha_run.parent / "refused"
         proc = train(data_dir, run_dir, *GEOMETRY, f"train.init_from={mha_run}", *overrides,
-                     check=False)
+                     "train.max_steps=1", check=False)  # short, should it ever start
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert proc.stderr.strip().splitlines()[-1] == line
         assert not run_dir.exists()
@@ -117,7 +117,7 @@ def test_mean_pool_needs_a_multiple_of_the_kv_heads(mha_run: Path, data_dir: Pat
           "train.init_kv=mean_pool", "train.max_steps=1", "train.checkpoint_interval=1")
     run_dir = mha_run.parent / "refused_kv"
     proc = train(data_dir, run_dir, *GEOMETRY, "model.n_kv_heads=3", f"train.init_from={two_kv}",
-                 "train.init_kv=mean_pool", check=False)
+                 "train.init_kv=mean_pool", "train.max_steps=1", check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: train.init_kv='mean_pool' is invalid: tensor blocks.0.attention.w_k.weight: the "
@@ -235,7 +235,8 @@ def test_an_hf_model_of_other_shapes_is_refused_in_one_line(run_cli: Callable,
                                                             tmp_path: Path) -> None:
     hf_dir = tiny_hf_model(tmp_path / "hf", n_kv_heads=4)
     run_dir = tmp_path / "refused"
-    proc = run_cli(*TINY, *HF_GEOMETRY, f"train.init_from={hf_dir}", run_dir=run_dir, check=False)
+    proc = run_cli(*TINY, *HF_GEOMETRY, f"train.init_from={hf_dir}", "train.max_steps=1",
+                   run_dir=run_dir, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: train.init_from='{hf_dir}' is invalid: tensor blocks.0.attention.w_k.weight has "
