@@ -123,7 +123,7 @@ TOP_LEVEL = ("valid: top-level keys (model, dist, data, train, generate, wandb, 
         ("+model/typo=x", "+model/typo=x: model/typo is not a config group; groups: cluster, data, dist, eval, model, model/lws, sweep, train"),
         ("++model.lws.qkv_scalar=[1,2]", "++model.lws.qkv_scalar=[1,2]: model.lws.qkv_scalar is not a config "
          "key; did you mean model.lws.qkv_scalars? keys of model.lws: name, qkv_scalars, fnn_scalars, "
-         "output_scalars, ffn_multiple_of"),
+         "output_scalars, ffn_multiple_of, match"),
         # a value the key's type cannot hold
         ("dist.strategy=fdsp", "dist.strategy='fdsp' is invalid: invalid value 'fdsp', expected one of "
                                "[single, ddp, fsdp, hsdp]"),
