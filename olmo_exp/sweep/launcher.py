@@ -39,6 +39,7 @@ from omegaconf import OmegaConf, open_dict
 from olmo_exp.base.errors import ConfigError
 from olmo_exp.base.files import remove_created_dir
 from olmo_exp.config import topology as topo
+from olmo_exp.config.cluster import check_partition_gpus
 from olmo_exp.config.compose import register_resolvers, register_schemas, run_config
 from olmo_exp.data.check import check_run
 from olmo_exp.runtime import preemption
@@ -154,8 +155,8 @@ class _SweepLauncher(BaseSubmititLauncher):
                     errors.append(f"error: {e}")
         except (LaunchRejected, ConfigError) as e:
             errors = [f"error: {e}"]
-        if errors:
-            print("\n".join(errors), file=sys.stderr)
+        if errors:  # the same line for every point (a partition's nodes, say) once
+            print("\n".join(dict.fromkeys(errors)), file=sys.stderr)
             _remove_unstarted_sweep_dir(sweep_dir)
             sys.exit(2)
         submitted = self._submit(points, sweep_dir)
@@ -172,6 +173,7 @@ class _SweepLauncher(BaseSubmititLauncher):
         sweep_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(sweep_cfg.hydra.job):
             sweep_cfg.hydra.job.num = num
+        check_partition_gpus(sweep_cfg.hydra.launcher)  # a partition of nodes that differ
         params = OmegaConf.to_container(sweep_cfg.hydra.launcher, resolve=True)
         assert isinstance(params, dict)
         params.pop("_target_", None)
