@@ -142,6 +142,25 @@ def test_a_partition_of_nodes_that_differ_is_refused_in_one_line() -> None:
     check_partition_gpus(compose(["hydra/launcher=slurm"], hydra=True).hydra.launcher)
 
 
+def test_loader_workers_beyond_a_tasks_cpus_get_one_line() -> None:
+    """train=olmo2 starts 4 data-loader workers per rank; a SLURM task gets 1 CPU unless the
+    profile asks for more: the sweep says so once, with the setting that fixes it."""
+    from olmo_exp.config.compose import run_config
+    from olmo_exp.sweep.launcher import loader_cpus_notice
+
+    def notice(*overrides: str) -> str:
+        cfg = compose(["hydra/launcher=slurm", *overrides], hydra=True)
+        cpus = OmegaConf.select(cfg, "hydra.launcher.cpus_per_task")
+        return loader_cpus_notice(run_config(cfg).train.num_workers, cpus)
+
+    line = notice("train=olmo2")
+    assert "\n" not in line and line.startswith("train.num_workers=4 data-loader workers per rank")
+    assert "SLURM's default of 1" in line and "cluster.cpus_per_task=5" in line, line
+    assert "cluster.cpus_per_task=2" in notice("train=olmo2", "cluster.cpus_per_task=2")
+    assert notice("train=olmo2", "cluster.cpus_per_task=5") == ""
+    assert notice("train=olmo2", "train.num_workers=0") == notice() == ""  # smoke: no workers
+
+
 def test_gpu_partition_gets_its_gpus_by_default() -> None:
     """GPUs per node follow the partition's GRES (sinfo %G): every GPU and one rank each for
     fsdp, one GPU for dist=single, one per rank with dist.nproc_per_node; none on CPU partitions

@@ -36,6 +36,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
 
     Module-level and fed plain data, so that torch's elastic launcher can start it in new processes.
     """
+    import torch
     from olmo_core.data import NumpyDataLoaderConfig
     from olmo_core.distributed.utils import get_rank, get_world_size
     from olmo_core.utils import setup_logging
@@ -132,9 +133,14 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
             run_config=config_dict
         )
 
-    # MFU against the device's dense bf16 peak: none for fp32, on CPU, or on an unknown GPU.
-    peak = mfu_peak(summary["dist"]["device"] if on_gpu else None,
-                    bf16=dist.precision(on_gpu) != "fp32", override_tflops=train.peak_tflops)
+    # MFU against the device's dense bf16 peak: none for fp32, on CPU, on an unknown GPU or a MIG
+    # slice (the compute units tell parts that share a name apart: MI250X / MI250).
+    device, bf16 = (summary["dist"]["device"] if on_gpu else None), dist.precision(on_gpu) != "fp32"
+    units = torch.cuda.get_device_properties(0).multi_processor_count if on_gpu else None
+    peak = mfu_peak(device, bf16=bf16, override_tflops=train.peak_tflops, compute_units=units)
+    if peak is None and device is not None and bf16 and get_rank() == 0:
+        log.warning("no MFU: no dense bf16 peak known for %r (%s compute units; an unknown GPU "
+                    "or a MIG slice): set train.peak_tflops to report it", device, units)
     callbacks["speed_monitor"] = SpeedMonitor(
         num_flops_per_token=summary["flops_per_token"],
         device_peak_flops_per_second=None if peak is None else int(peak))

@@ -74,6 +74,8 @@ class _Point:
     """The point's own overrides (those not shared by every point), for one-line messages."""
     run_dir: Path | None = None
     """Where the job's run directory is (the sweep dir + the job's subdir)."""
+    notice: str = ""
+    """One line about the job's resources, printed once per sweep (the same for many points)."""
 
 
 def _shown_overrides(overrides: list[str], all_points: Sequence[Sequence[str]]) -> str:
@@ -159,6 +161,8 @@ class _SweepLauncher(BaseSubmititLauncher):
             print("\n".join(dict.fromkeys(errors)), file=sys.stderr)
             _remove_unstarted_sweep_dir(sweep_dir)
             sys.exit(2)
+        for notice in dict.fromkeys(p.notice for p in points if p.notice):
+            log.warning("%s", notice)
         submitted = self._submit(points, sweep_dir)
         self._wait(submitted)
         return [self._job_return(s) for s in submitted]
@@ -188,7 +192,9 @@ class _SweepLauncher(BaseSubmititLauncher):
         except ConfigError as e:
             raise LaunchRejected(f"sweep point #{num} ({shown}): {e}") from None
         run_dir = Path(str(sweep_cfg.hydra.sweep.dir)) / str(sweep_cfg.hydra.sweep.subdir)
-        return _Point(num, overrides, params, shown, run_dir)
+        notice = loader_cpus_notice(config.train.num_workers, params.get("cpus_per_task")) \
+            if self._EXECUTOR == "slurm" else ""  # local jobs share this machine's CPUs
+        return _Point(num, overrides, params, shown, run_dir, notice)
 
     def _submit(self, points: list[_Point], sweep_dir: Path) -> list[_Submitted]:
         import submitit
@@ -358,6 +364,19 @@ def validate_for_layout(config: Any, *, nodes: int, tasks_per_node: int, kind: s
     # A SLURM task sees the GPUs its job asked for; a local job runs on this machine's.
     gpus = gpus_per_node if kind == "slurm" else topo.host().gpus
     check_run(config, topo.Host(launched=launched, gpus=gpus))
+
+
+def loader_cpus_notice(num_workers: int, cpus_per_task: int | None) -> str:
+    """A line when a rank's data-loader workers outnumber its CPUs (train=olmo2 starts 4 per rank;
+    SLURM gives a task one CPU unless asked): they would share one core with the training loop."""
+    cpus = int(cpus_per_task or 1)
+    if num_workers == 0 or num_workers < cpus:
+        return ""
+    given = f"cluster.cpus_per_task={cpus}" if cpus_per_task else \
+        "cluster.cpus_per_task=null: SLURM's default of 1"
+    return (f"train.num_workers={num_workers} data-loader workers per rank, but each task gets "
+            f"{cpus} CPU(s) ({given}): set cluster.cpus_per_task={num_workers + 1} (or "
+            f"hydra.launcher.cpus_per_task), or fewer train.num_workers")
 
 
 # -- reporting helpers ----------------------------------------------------------------------------
