@@ -1,5 +1,5 @@
 """olmo-core trainer callbacks that write a run's files and metrics (``metrics.jsonl``, wandb, the
-console line, per-rank state bytes) and stop a job on its time-limit signal.
+console line, per-rank state bytes) and stop a run on a signal (time limit, Ctrl-C, kill).
 
 Kept apart from the config modules (``train``, ``dist``, ``generate``), which must compose and
 validate without importing olmo-core's training stack.
@@ -27,6 +27,7 @@ from olmo_core.train.callbacks import (
     Callback,
     CheckpointerCallback,
     ConsoleLoggerCallback,
+    EvaluatorCallback,
     SpeedMonitorCallback,
 )
 from olmo_core.train.common import ReduceType
@@ -144,16 +145,21 @@ class TrainStepTimer(Callback):
 
 
 @dataclass
-class RequeueCallback(Callback):
-    """Stops training on every rank after the same step once the time-limit/preemption signal came.
+class StopOnSignalCallback(Callback):
+    """Stops training on every rank after the same step once a stop signal came: the time limit's
+    or a preemption's (sweep jobs), SIGINT or SIGTERM (every run; see
+    :mod:`olmo_exp.runtime.preemption`).
 
     The signal reaches the ranks at different moments (or only some of them): after each step the
     ranks agree (max of a flag over the job) and all cancel the run together, so olmo-core's
-    checkpointer saves that very step in ``post_train`` and the requeued job loses nothing.
+    checkpointer saves that very step in ``post_train`` and the resumed run loses nothing. What
+    would run after training besides the save is called off: the final evaluation (it is not on
+    the schedule, and its time would come out of the grace time before the kill) and sampling.
     """
 
     def pre_train(self) -> None:
         preemption.set_phase("training")
+        preemption.install_stop_handlers()  # over olmo-core's, which fit() installed just now
 
     def post_train(self) -> None:
         preemption.set_phase("done")
@@ -164,9 +170,12 @@ class RequeueCallback(Callback):
             signaled = int(all_reduce_value(signaled, torch.device("cpu"),
                                             op=torch.distributed.ReduceOp.MAX))
         if signaled:
-            log.warning("time-limit/preemption signal: stopping at step %d to checkpoint it",
-                        self.step)
-            self.trainer.cancel_run("time-limit/preemption signal", no_sync=True)
+            log.warning("%s: stopping at step %d to checkpoint it",
+                        preemption.signal_received() or "stop signal on another rank", self.step)
+            for callback in self.trainer.callbacks.values():
+                if isinstance(callback, EvaluatorCallback):
+                    callback.eval_on_finish = False  # evaluations on their schedule only
+            self.trainer.cancel_run("stop signal", no_sync=True)  # sampling: GenerationCallback
 
 
 # -- memory accounting ------------------------------------------------------------------------
@@ -316,7 +325,10 @@ class ConsoleCallback(ConsoleLoggerCallback):
             self._view.log_metrics(step, metrics)
 
     def post_train(self) -> None:
-        self._trained = True  # the end line waits for close(): after the final generation, eval
+        # The end line waits for close() (after the final generation, eval); "finished" only when
+        # training reached its budget: a stopped run says where it stopped (the worker).
+        trainer = self.trainer
+        self._trained = not trainer.is_canceled and trainer.global_step >= (trainer.max_steps or 0)
 
     def close(self) -> None:
         if self._view is not None:

@@ -48,9 +48,9 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         ConsoleCallback,
         DistMemoryCallback,
         MetricsFileCallback,
-        RequeueCallback,
         RetainingCheckpointer,
         SpeedMonitor,
+        StopOnSignalCallback,
         TrainStepTimer,
         WandbLogCallback,
     )
@@ -125,8 +125,8 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
     if train.console == ConsoleMode.compact:  # replaces olmo-core's block (train.trainer_config)
         callbacks["console"] = ConsoleCallback(world_size=get_world_size(),
                                                progress_bar=console.want_progress_bar())
-    if preemption.in_sweep_job():  # the time-limit signal stops all ranks after one step, checkpointed
-        callbacks["requeue"] = RequeueCallback()
+    # The time-limit signal (sweep jobs), SIGINT and SIGTERM stop all ranks after one step, saved.
+    callbacks["stop_on_signal"] = StopOnSignalCallback()
     if cfg.wandb.enabled:
         callbacks["wandb"] = WandbLogCallback(
             config=cfg.wandb, run_dir=run_dir, run_name=cfg.wandb.name or run_dir.name,
@@ -159,3 +159,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         plot_run(run_dir, tokens_per_step=train.global_batch_size * seq_len)
     if trainer.is_canceled:
         preemption.requeue_if_signaled(trainer.global_step)  # submitit requeues; the next attempt resumes
+        preemption.exit_if_stopped(trainer.global_step, train.max_steps, rank0=is_rank0)  # 130/143
+    elif is_rank0 and trainer.global_step < train.max_steps:  # train.stop_at_step: a planned break
+        log.info("stopped at step %d/%d (train.stop_at_step): resume with the same command and "
+                 "train.stop_at_step=null (or a later step)", trainer.global_step, train.max_steps)

@@ -13,7 +13,7 @@ The launchers here extend hydra-submitit-launcher's (``conf/hydra/launcher/*.yam
 
 And in each job task (:meth:`_SweepLauncher.__call__`): the time-limit/preemption signal (USR2,
 ``signal_delay_s`` before the limit) only sets a flag; the training loop stops on all ranks after the
-same step (:class:`olmo_exp.runtime.callbacks.RequeueCallback`), olmo-core's checkpointer saves that step, and
+same step (:class:`olmo_exp.runtime.callbacks.StopOnSignalCallback`), olmo-core's checkpointer saves that step, and
 then submitit's own handler requeues the job (:func:`olmo_exp.runtime.preemption.requeue_if_signaled`). The requeued job
 resumes from the latest checkpoint in its run directory.
 """
