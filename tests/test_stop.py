@@ -55,7 +55,8 @@ def signal_after_step(proc: subprocess.Popen, run_dir: Path, step: int, signum: 
 
 
 @pytest.mark.slow  # trains
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_within_the_step_saves_it_and_the_same_command_resumes(
         data_dir: Path, tmp_path: Path, signum: int, code: int) -> None:
     run_dir, name = tmp_path / "run", signal.Signals(signum).name

@@ -18,14 +18,12 @@ from typing import Any
 import torch
 from olmo_core.distributed.utils import (
     all_reduce_value,
-    broadcast_object,
     get_rank,
     get_world_size,
     is_distributed,
 )
 from olmo_core.train.callbacks import (
     Callback,
-    CheckpointerCallback,
     ConsoleLoggerCallback,
     EvaluatorCallback,
     SpeedMonitorCallback,
@@ -257,40 +255,6 @@ class DistMemoryCallback(Callback):
         local, total = self._bytes
         self.trainer.record_metric("dist/rank_state_bytes", float(local), ReduceType.max)
         self.trainer.record_metric("dist/unsharded_state_bytes", float(total))
-
-
-# -- checkpoint retention ----------------------------------------------------------------------
-
-
-@dataclass
-class RetainingCheckpointer(CheckpointerCallback):
-    """olmo-core's checkpointer, plus a final clean-up that makes retention exact.
-
-    olmo-core deletes what it schedules for removal only after a later training step, so the
-    final save's trim (``max_checkpoints``) and the last ephemeral checkpoint are never deleted,
-    and its trim counts only this attempt's saves. At the end of training this removes, from the
-    whole checkpoint folder (earlier attempts included): every ephemeral checkpoint (the final one
-    is permanent), and all but the newest ``max_checkpoints`` permanent ones; never the newest
-    checkpoint of all.
-    """
-
-    def post_train(self) -> None:
-        super().post_train()
-        if not self.enabled:
-            return
-        doomed: list[str] = []
-        if get_rank() == 0:
-            found = self.checkpointer.find_checkpoints
-            newest = max(found(self.save_folder), default=(0, ""))[1]
-            ephemeral = [path for _, path in found(self.save_folder, ephemeral=True)]
-            permanent = [path for _, path in sorted(found(self.save_folder, ephemeral=False))]
-            keep = len(permanent) if self.max_checkpoints is None else self.max_checkpoints
-            # The newest is what a resume loads: never removed, whatever kind it is.
-            doomed = [p for p in ephemeral + permanent[:-keep] if p != newest]
-        doomed = broadcast_object(doomed)
-        self._checkpoints_to_remove.clear()  # all of them are in doomed, or already gone
-        for path in doomed:
-            self._remove_checkpoint(path)
 
 
 # -- console ----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,17 @@ from olmo_exp.config.train import ConsoleMode
 from olmo_exp.runtime import console, launch, preemption
 
 log = logging.getLogger(__name__)
+
+
+class _DropLogOf(logging.Filter):
+    """Drops log records that mention an exception reported elsewhere."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.exception_name = name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.exception_name not in record.getMessage()
 
 
 def rank_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: str) -> None:
@@ -48,12 +60,12 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         ConsoleCallback,
         DistMemoryCallback,
         MetricsFileCallback,
-        RetainingCheckpointer,
         SpeedMonitor,
         StopOnSignalCallback,
         TrainStepTimer,
         WandbLogCallback,
     )
+    from olmo_exp.runtime.checkpoints import CheckpointSpaceError, RetainingCheckpointer
     from olmo_exp.runtime.generation import GenerationCallback
 
     cfg = RunConfig.from_dict(config_dict)
@@ -149,16 +161,25 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         run_dir=run_dir, callbacks=callbacks, on_gpu=world.on_gpu,
     ).build(train_module, data_loader)
     is_rank0 = get_rank() == 0  # asked before teardown: afterwards every process says rank 0
+    # A save with no room is one line (below), not olmo-core's "Training failed" block as well.
+    quiet = _DropLogOf(CheckpointSpaceError.__name__)
+    logging.getLogger("olmo_core.train.trainer").addFilter(quiet)
     try:
         trainer.fit()  # loads the latest checkpoint in run_dir/checkpoints first, if any
+    except CheckpointSpaceError as e:
+        if is_rank0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     finally:
+        logging.getLogger("olmo_core.train.trainer").removeFilter(quiet)
         launch.teardown()
+    if trainer.is_canceled:  # the time limit's signal: requeue at once (the next attempt plots)
+        preemption.requeue_if_signaled(trainer.global_step)  # submitit requeues; the next attempt resumes
     if is_rank0:
         from olmo_exp.runtime.plots import plot_run
 
         plot_run(run_dir, tokens_per_step=train.global_batch_size * seq_len)
     if trainer.is_canceled:
-        preemption.requeue_if_signaled(trainer.global_step)  # submitit requeues; the next attempt resumes
         preemption.exit_if_stopped(trainer.global_step, train.max_steps, rank0=is_rank0)  # 130/143
     elif is_rank0 and trainer.global_step < train.max_steps:  # train.stop_at_step: a planned break
         log.info("stopped at step %d/%d (train.stop_at_step): resume with the same command and "
