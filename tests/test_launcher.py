@@ -386,15 +386,16 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}", f"data.output_dir={data_dir}",
             *TINY, *PLAIN, "train.max_steps=10", "data=files", "data.tokenizer=bpe", "data.bpe_vocab_size=512",
-            f"data.path={good},{bad},{good}"]
+            f"data.path={good},{bad},{good}", "train.eval_interval=4", "train.eval_tokens=128"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Job #2's task gets USR2 once it has logged step 3, as at submitit's time limit.
+    # Job #2's task gets USR2 once it has logged step 5, as at submitit's time limit: it stops at
+    # a step off the evaluation schedule (6 or 7).
     metrics = sweep / "2" / "metrics.jsonl"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.exists() and any(r["step"] >= 3 for r in read_jsonl(metrics)):
+        if metrics.exists() and any(r["step"] >= 5 for r in read_jsonl(metrics)):
             break
         time.sleep(0.1)
     pids = _task_pids(sweep, holding=sweep / "2")
@@ -428,9 +429,14 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
     assert "Requeued job" in text and resumed in text
     assert text.index("Requeued job") < text.index(resumed)
     assert losses(sweep / "2") == losses(sweep / "0")
+    # Evaluations on their schedule only (every 4 steps and at the end), not at the stop as well.
+    for job in (0, 2):
+        evaluated = [r["step"] for r in read_jsonl(sweep / str(job) / "metrics.jsonl")
+                     if any(k.startswith("eval/") for k in r)]
+        assert evaluated == [4, 8, 10], (job, evaluated)
     # Retention spans attempts: the newest train.keep_last_checkpoints (3) of both attempts' saves.
     kept = sorted(int(p.name[4:]) for p in (sweep / "2" / "checkpoints").glob("step*"))
-    assert kept == [6, 9, 10], kept
+    assert kept == sorted({3, 6, int(stop[1]), 9, 10})[-3:], kept
     assert sorted(losses(sweep / "0")) == list(range(1, 11))
 
 

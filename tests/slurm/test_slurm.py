@@ -12,7 +12,7 @@ their reference runs:
 The time-limit test uses SLURM's own time limit: once its job has trained a step, its training
 process is frozen (SIGSTOP) and the limit lowered (``scontrol update TimeLimit``), so that
 slurmctld sends ``--signal=USR2@signal_delay_s`` at its next check, exactly as near a real limit;
-the signal waits, pending, until the test sees it there and lets the process go on (SIGCONT). So the
+slurmstepd sends the frozen task SIGCONT with the signal, and only then does it train on. So the
 job cannot finish before its signal, however fast the machine. The limit is raised again once the
 job is requeued so that the resumed attempt can finish. (A job started with a 1-minute limit gets
 the signal 10-40 s after it starts, whether or not it has trained a step yet on a loaded machine.)
@@ -241,19 +241,18 @@ def signal_all(pids: list[int], signum: int) -> None:
             pass  # a short-lived child of the task, gone
 
 
-def signal_pending(pid: int, signum: int) -> bool:
-    """Whether ``signum`` waits, undelivered, for process ``pid`` (a stopped one keeps it)."""
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP); a gone one counts as not."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return False
-    masks = re.findall(r"^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$", status, re.MULTILINE)
-    return any(int(mask, 16) >> (signum - 1) & 1 for mask in masks)
+    return re.search(r"^State:\s*T\b", status, re.MULTILINE) is not None
 
 
 def cut_the_time_limit(sweep: Sweep) -> None:
-    """Freeze job #0 once it trains and lower its time limit; let it go on once SLURM's signal is
-    pending (it cannot have finished before); raise the limit again on requeue."""
+    """Freeze job #0 once it trains and lower its time limit: SLURM's signal (USR2 with a SIGCONT)
+    lets it go on, so it cannot have finished before; raise the limit again on requeue."""
     wait_for_steps(sweep.run_dir(0), 1)
     job, pids = training_pids(sweep, 0)
     signal_all(pids, signal.SIGSTOP)
@@ -264,12 +263,13 @@ def cut_the_time_limit(sweep: Sweep) -> None:
                        check=True, timeout=60)
         sweep.events.append(f"job {job}: frozen, time limit {limit_min} min after {ran}s")
         deadline = time.monotonic() + 300
-        while not any(signal_pending(pid, signal.SIGUSR2) for pid in pids):
+        # slurmstepd sends a stopped task SIGCONT with the signal: the task runs again then.
+        while all(stopped(pid) for pid in pids):
             if time.monotonic() > deadline:
-                sweep.events.append("no USR2 within 300s")
+                sweep.events.append("no signal from SLURM within 300s")
                 return
-            time.sleep(0.2)
-        sweep.events.append(f"job {job}: USR2 pending after {seconds(job_field(job, 'RunTime'))}s")
+            time.sleep(0.05)
+        sweep.events.append(f"job {job}: signalled by SLURM after {seconds(job_field(job, 'RunTime'))}s")
     finally:
         signal_all(pids, signal.SIGCONT)
     let_go = time.monotonic()
