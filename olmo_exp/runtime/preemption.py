@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # Ctrl-C and kill: stop after the step, save it, exit with the shell's code for the signal.
 STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# A second SIGINT this soon is the same Ctrl-C passed on (torch's launcher forwards it to the
+# ranks, which the terminal signalled already), not the user's second one.
+REPEAT_S = 2.0
 
 
 @dataclass
@@ -33,6 +37,7 @@ class _PreemptionState:
     """Set by the signal handler: the time-limit/preemption signal arrived."""
     stop_signal: str | None = None
     """Set by the SIGINT/SIGTERM handler: stop, checkpoint, exit (no requeue)."""
+    stop_time: float = 0.0
     submitit_handler: Callable[..., Any] | None = None
     """submitit's own handler (checkpoint the submission + requeue), called once a checkpoint is saved."""
     signum: int = 0
@@ -69,12 +74,13 @@ def _on_preemption_signal(signum: int, frame: Any) -> None:
 
 def _on_stop_signal(signum: int, frame: Any) -> None:
     name = signal.Signals(signum).name
-    if _preemption.stop_signal is not None and signum == signal.SIGINT:
-        raise KeyboardInterrupt  # Ctrl-C twice: quit now, without this step's checkpoint
+    now = time.monotonic()
     if _preemption.stop_signal is None:
-        _preemption.stop_signal = name
+        _preemption.stop_signal, _preemption.stop_time = name, now
         os.write(2, f"caught {name}: stopping after this step to save a checkpoint "
                     "(Ctrl-C again quits without it)\n".encode())
+    elif signum == signal.SIGINT and now - _preemption.stop_time > REPEAT_S:
+        raise KeyboardInterrupt  # Ctrl-C twice: quit now, without this step's checkpoint
 
 
 def set_phase(phase: str) -> None:
