@@ -145,8 +145,8 @@ def test_a_partition_of_nodes_that_differ_is_refused_in_one_line() -> None:
 def test_loader_workers_beyond_a_tasks_cpus_get_one_line() -> None:
     """train=olmo2 starts 4 data-loader workers per rank; a SLURM task gets 1 CPU unless the
     profile asks for more: the sweep says so once, with the setting that fixes it."""
+    from olmo_exp.config.cluster import loader_cpus_notice
     from olmo_exp.config.compose import run_config
-    from olmo_exp.sweep.launcher import loader_cpus_notice
 
     def notice(*overrides: str) -> str:
         cfg = compose(["hydra/launcher=slurm", *overrides], hydra=True)

@@ -193,6 +193,19 @@ def check_partition_gpus(launcher: Any) -> None:
     partition_gpus(OmegaConf.select(launcher, "partition"), OmegaConf.select(launcher, "constraint"))
 
 
+def loader_cpus_notice(num_workers: int, cpus_per_task: int | None) -> str:
+    """A line when a rank's data-loader workers outnumber its CPUs (train=olmo2 starts 4 per rank;
+    SLURM gives a task one CPU unless asked): they would share one core with the training loop."""
+    cpus = int(cpus_per_task or 1)
+    if num_workers == 0 or num_workers < cpus:
+        return ""
+    given = f"cluster.cpus_per_task={cpus}" if cpus_per_task else \
+        "cluster.cpus_per_task=null: SLURM's default of 1"
+    return (f"train.num_workers={num_workers} data-loader workers per rank, but each task gets "
+            f"{cpus} CPU(s) ({given}): set cluster.cpus_per_task={num_workers + 1} (or "
+            f"hydra.launcher.cpus_per_task), or fewer train.num_workers")
+
+
 # -- resolvers of conf/hydra/launcher/slurm.yaml ---------------------------------------------------
 
 

@@ -39,7 +39,7 @@ from omegaconf import OmegaConf, open_dict
 from olmo_exp.base.errors import ConfigError
 from olmo_exp.base.files import remove_created_dir
 from olmo_exp.config import topology as topo
-from olmo_exp.config.cluster import check_partition_gpus
+from olmo_exp.config.cluster import check_partition_gpus, loader_cpus_notice
 from olmo_exp.config.compose import register_resolvers, register_schemas, run_config
 from olmo_exp.data.check import check_run
 from olmo_exp.runtime import preemption
@@ -144,6 +144,16 @@ class _SweepLauncher(BaseSubmititLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
+        """The sweep, in four steps:
+
+        1. :meth:`_prepare` every point: compose it as its job will, resolve its resources,
+           validate it with its job's layout; any invalid point: every error line, exit 2,
+           nothing submitted, no sweep dir left;
+        2. :meth:`_submit` one submitit array per set of resources;
+        3. :meth:`_wait` until every job has ended for good (a requeued job is pending, not ended),
+           :meth:`_finish` reporting each failure on one line as it ends;
+        4. one JobReturn per point for Hydra's sweeper (:meth:`_job_return`).
+        """
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         points: list[_Point] = []
@@ -216,9 +226,7 @@ class _SweepLauncher(BaseSubmititLauncher):
             if "max_num_timeout" in params:
                 init[f"{self._EXECUTOR}_max_num_timeout"] = params.pop("max_num_timeout")
             executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
-            executor.update_parameters(**{
-                k if k in base_keys else f"{self._EXECUTOR}_{k}": v for k, v in params.items()
-            })
+            executor.update_parameters(**executor_parameters(params, base_keys, self._EXECUTOR))
             # What each job asks for, in one line (the submission script has it as #SBATCH lines).
             log.info("%d job(s): %s", len(group), " ".join(
                 f"{k}={params.get(k)}" for k in _SHOWN if k in params or k == "gpus_per_node"))
@@ -330,6 +338,13 @@ class LocalLauncher(_SweepLauncher):
     _EXECUTOR = "local"
 
 
+def executor_parameters(params: dict[str, Any], shared: set[str], executor: str) -> dict[str, Any]:
+    """The launcher's settings as submitit's AutoExecutor names them: the settings every
+    executor knows (hydra-submitit's BaseQueueConf: nodes, tasks_per_node, timeout_min, ...) as
+    they are, the others with the executor's prefix (``partition`` -> ``slurm_partition``)."""
+    return {k if k in shared else f"{executor}_{k}": v for k, v in params.items()}
+
+
 # -- validation with the job's layout -------------------------------------------------------------
 
 _SHOWN = ("partition", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb",
@@ -364,19 +379,6 @@ def validate_for_layout(config: Any, *, nodes: int, tasks_per_node: int, kind: s
     # A SLURM task sees the GPUs its job asked for; a local job runs on this machine's.
     gpus = gpus_per_node if kind == "slurm" else topo.host().gpus
     check_run(config, topo.Host(launched=launched, gpus=gpus))
-
-
-def loader_cpus_notice(num_workers: int, cpus_per_task: int | None) -> str:
-    """A line when a rank's data-loader workers outnumber its CPUs (train=olmo2 starts 4 per rank;
-    SLURM gives a task one CPU unless asked): they would share one core with the training loop."""
-    cpus = int(cpus_per_task or 1)
-    if num_workers == 0 or num_workers < cpus:
-        return ""
-    given = f"cluster.cpus_per_task={cpus}" if cpus_per_task else \
-        "cluster.cpus_per_task=null: SLURM's default of 1"
-    return (f"train.num_workers={num_workers} data-loader workers per rank, but each task gets "
-            f"{cpus} CPU(s) ({given}): set cluster.cpus_per_task={num_workers + 1} (or "
-            f"hydra.launcher.cpus_per_task), or fewer train.num_workers")
 
 
 # -- reporting helpers ----------------------------------------------------------------------------
