@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from olmo_exp.base.errors import ConfigError
 from olmo_exp.base.files import atomic_path
 from olmo_exp.runtime.console import VAL_LOSS, VAL_PPL
+from olmo_exp.sweep import rungs as ladder
 from olmo_exp.sweep.arms import (
     ArmStats,
     PairedDiff,
@@ -56,6 +57,12 @@ class ReportSettings:
     cost: str | None = None
     """report.png's arm panel x axis (a key of COSTS); null = the first of them that differs
     between arms. A preset names the cost its question is about."""
+    rungs: list[str] = field(default_factory=list)
+    """Override keys that change scale: arms are compared rung by rung, and fitted against
+    training compute (:mod:`olmo_exp.sweep.scaling_report`)."""
+    budget: str | None = None
+    """isoFLOP mode: the override key whose value is a job's compute budget in FLOPs."""
+    axis_error: ConfigError | None = None
 
     @classmethod
     def from_callback(cls, node: dict[str, Any] | None) -> ReportSettings:
@@ -66,13 +73,20 @@ class ReportSettings:
         matched = node.get("matched") or []
         if isinstance(matched, str):
             matched = [matched]
+        try:
+            rungs, budget, error = *ladder.parse(node), None
+        except ConfigError as e:  # raised by check(), before any job starts
+            rungs, budget, error = [], None, e
         return cls(baseline=[str(o) for o in baseline] if baseline else None,
                    last_k=int(node.get("last_k") or 3),
                    confidence=float(node.get("confidence") or 0.95),
                    matched=[str(m) for m in matched],
-                   cost=str(node["cost"]) if node.get("cost") else None)
+                   cost=str(node["cost"]) if node.get("cost") else None,
+                   rungs=rungs, budget=budget, axis_error=error)
 
     def check(self) -> None:
+        if self.axis_error is not None:
+            raise self.axis_error
         if self.cost is not None and self.cost not in COSTS:
             raise ConfigError("hydra.callbacks.sweep_report.cost", self.cost,
                               f"one of {', '.join(COSTS)} or null (the first that differs)")
@@ -136,13 +150,17 @@ def arm_report(data: Sequence[JobData], settings: ReportSettings) -> ArmReport:
     report.job_arm = {d.row.job: by_key[_key(arm_key(d.all_overrides))] for d in data}
     if not arms:
         return report
-    try:
-        report.baseline = baseline_arm(arms, settings.baseline)
-    except ValueError as e:
-        report.problem = str(e)
-        return report
-    for name in names:
-        report.diffs += compare(arms, report.baseline, name, settings.confidence)
+    # A ladder compares each arm with the baseline arm of the same rung (and budget).
+    parts = ladder.partitions(arms, settings.rungs, settings.budget)
+    for part in parts:
+        try:
+            base = baseline_arm(part, settings.baseline)
+        except ValueError as e:
+            report.problem, report.diffs = str(e), []
+            return report
+        report.baseline = base if len(parts) == 1 else None
+        for name in names:
+            report.diffs += compare(part, base, name, settings.confidence)
     return report
 
 
@@ -159,6 +177,10 @@ def markdown(report: ArmReport) -> str:
         lines.append(f"Baseline arm: `{report.baseline.label}`"
                      + (f" (`hydra.callbacks.sweep_report.baseline={json.dumps(s.baseline)}`)" if s.baseline
                         else " (the first arm: no baseline set)"))
+    elif s.rungs or s.budget:
+        keys = ", ".join(f"`{k}`" for k in ladder.axis_keys(s.rungs, s.budget))
+        lines.append(f"Each arm is compared with the baseline arm at the same rung ({keys}): "
+                     + (f"`{' '.join(s.baseline)}`" if s.baseline else "the first arm"))
     if report.problem:
         lines.append(f"**No comparison:** {report.problem}")
     lines += ["", arm_table_markdown(report.arms, report.diffs, report.metric_names,

@@ -16,6 +16,7 @@ from olmo_exp.runtime.plots import curve
 if TYPE_CHECKING:
     from olmo_exp.sweep.arm_report import ArmReport
     from olmo_exp.sweep.report import JobData
+    from olmo_exp.sweep.scaling_report import ScalingReport
 
 def _cost_axis(data: list[JobData], arms: ArmReport) -> tuple[str, str] | None:
     from olmo_exp.sweep.arm_report import COSTS
@@ -68,13 +69,21 @@ def _arm_panel(ax: Any, data: list[JobData], arms: ArmReport) -> None:
     ax.grid(alpha=0.3)
 
 
-def write_plot(data: list[JobData], arms: ArmReport, path: Path, title: str) -> None:
+def write_plot(data: list[JobData], arms: ArmReport, path: Path, title: str,
+               scaling: ScalingReport | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_train, ax_val, ax_arms) = plt.subplots(1, 3, figsize=(18, 5.5))
+    # A ladder (declared rung keys) gets a fourth panel: loss against compute, with the fits.
+    panels = 3 + (scaling is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5.5))
+    ax_train, ax_val, ax_arms = axes[:3]
+    if scaling is not None:
+        from olmo_exp.sweep.scaling_plot import panel
+
+        panel(axes[3], scaling)
     started = [d for d in data if d.metrics]
     unit = "tokens" if all(d.curve_tokens_per_step for d in started) else "steps"
     # Jobs that spend different FLOPs per token are compared on FLOPs spent, not tokens.

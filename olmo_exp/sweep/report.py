@@ -33,7 +33,7 @@ from olmo_exp.runtime.console import (
     VAL_LOSS,
     VAL_PPL,
 )
-from olmo_exp.sweep import arm_report
+from olmo_exp.sweep import arm_report, scaling_report
 from olmo_exp.sweep.failures import failure_line
 from olmo_exp.sweep.plots import write_plot
 
@@ -52,6 +52,9 @@ class JobRow:
     params: int | None = None
     non_embedding_params: int | None = None
     flops_per_token: int | None = None
+    train_flops: int | None = None
+    """flops_per_token x tokens trained (last step x global batch x sequence length): the
+    compute a ladder's fit uses (:func:`olmo_exp.sweep.scaling_report.job_compute`)."""
     kv_cache_bytes_per_token: int | None = None
     """bf16, all layers (model_summary.json's kv_cache_bytes_per_token_bf16)"""
     kv_cache_bytes_per_sequence: int | None = None
@@ -143,6 +146,8 @@ def read_job(run_dir: Path, job: int, overrides: list[str] | None, dry_run: bool
             best = min(evals, key=lambda r: r[VAL_LOSS])
             row.best_val_loss, row.best_val_ppl = best[VAL_LOSS], best.get(VAL_PPL)
         row.tokens_per_s_device, row.train_wall_s = training_speed(metrics)
+        compute = scaling_report.job_compute(data)
+        row.train_flops = round(compute) if compute is not None else None
     failure = failure_line(run_dir)
     target = _target_step(config)
     if failure is not None:
@@ -256,7 +261,8 @@ def write_csv(data: list[JobData], path: Path) -> None:
 MD_COLUMNS = [
     ("job", "job"), ("overrides", "overrides"), ("status", "status"),
     ("params", "params"), ("non_embedding_params", "non-emb params"),
-    ("flops_per_token", "FLOPs/token"), ("kv_cache_bytes_per_token", "KV B/token"),
+    ("flops_per_token", "FLOPs/token"), ("train_flops", "train FLOPs"),
+    ("kv_cache_bytes_per_token", "KV B/token"),
     ("kv_cache_bytes_per_sequence", "KV B/seq"), ("step", "step"),
     ("final_train_loss", "train loss"), ("final_val_loss", "val loss"),
     ("final_val_ppl", "val ppl"), ("best_val_loss", "best val loss"),
@@ -315,8 +321,8 @@ def report_settings(sweep_dir: Path) -> arm_report.ReportSettings:
 
 
 def write_report(sweep_dir: Path | str) -> list[JobRow]:
-    """Writes report.csv, report_arms.csv, report.md and report.png into ``sweep_dir``; returns
-    the rows (job order).
+    """Writes report.csv, report_arms.csv, report.md and report.png (and, for a ladder,
+    report_scaling.csv) into ``sweep_dir``; returns the rows (job order).
 
     Locked, so that jobs finishing at the same time (submitit) write one report after another.
     """
@@ -324,13 +330,18 @@ def write_report(sweep_dir: Path | str) -> list[JobRow]:
     with dir_lock(sweep_dir):
         data, common = collect(sweep_dir)
         rows = [d.row for d in data]
-        arms = arm_report.arm_report(data, report_settings(sweep_dir))
+        settings = report_settings(sweep_dir)
+        arms = arm_report.arm_report(data, settings)
+        scaling = scaling_report.build(data, settings)  # None unless the sweep declares rungs
         write_csv(data, sweep_dir / "report.csv")
         arm_report.write_csv(arms, sweep_dir / "report_arms.csv")
-        write_markdown(sweep_dir, rows, common, arm_report.markdown(arms),
+        scaling_report.write_csv(scaling, sweep_dir / "report_scaling.csv")
+        write_markdown(sweep_dir, rows, common,
+                       arm_report.markdown(arms) + scaling_report.markdown(scaling),
                        sweep_dir / "report.md")
         write_plot(data, arms, sweep_dir / "report.png",
-                   f"{sweep_dir.name}, all jobs: {' '.join(common) or '(no common overrides)'}")
+                   f"{sweep_dir.name}, all jobs: {' '.join(common) or '(no common overrides)'}",
+                   scaling)
     return rows
 
 
