@@ -204,6 +204,8 @@ def test_help_lists_every_group_option_keys_and_readme_examples() -> None:
     text = run_help(str(REPO / "run.py"))
     shown = help_groups(text)
     for group, options in conf_groups().items():
+        if group == "hydra/hydra_logging":  # the log format of Hydra's own lines, not a choice
+            continue
         if group.startswith("hydra/"):  # the project's own next to Hydra's plugins
             assert options <= shown.get(group, set()), (group, shown.get(group), options)
         else:
@@ -373,5 +375,5 @@ def test_hydras_own_lines_use_the_runs_format(run_cli, tmp_path: Path) -> None:
     launching = [line for line in proc.stdout.splitlines() if "Launching 2 jobs locally" in line]
     assert len(launching) == 1 and re.fullmatch(r"\d\d:\d\d:\d\d Launching 2 jobs locally",
                                                  launching[0]), proc.stdout
-    assert re.search(r"^\d\d:\d\d:\d\d \t#1 : dry_run=True model.n_layers=2$", proc.stdout, re.M)
+    assert re.search(r"^\d\d:\d\d:\d\d \t#1 : .*model.n_layers=2$", proc.stdout, re.M)
     assert "[HYDRA]" not in proc.stdout + proc.stderr
