@@ -45,6 +45,11 @@ COSTS = {"kv_cache_bytes_per_token": "KV-cache bytes per token (bf16)",
          "params": "parameters"}
 
 
+VALID = {"last_k": "an integer >= 1 (the number of last evaluations averaged, e.g. 3)",
+         "confidence": "a fraction between 0 and 1 (e.g. 0.95 for a 95% interval)"}
+IN_RANGE = {"last_k": lambda k: k >= 1, "confidence": lambda c: 0 < c < 1}
+
+
 @dataclass
 class ReportSettings:
     baseline: list[str] | None = None
@@ -59,6 +64,8 @@ class ReportSettings:
 
     @classmethod
     def from_callback(cls, node: dict[str, Any] | None) -> ReportSettings:
+        """The settings of ``hydra.callbacks.sweep_report``, checked (:meth:`check`): an absent
+        or null setting takes its default, any other value must be valid (ConfigError)."""
         node = node or {}
         baseline = node.get("baseline")
         if isinstance(baseline, str):
@@ -66,15 +73,33 @@ class ReportSettings:
         matched = node.get("matched") or []
         if isinstance(matched, str):
             matched = [matched]
-        return cls(baseline=[str(o) for o in baseline] if baseline else None,
-                   last_k=int(node.get("last_k") or 3),
-                   confidence=float(node.get("confidence") or 0.95),
-                   matched=[str(m) for m in matched],
-                   cost=str(node["cost"]) if node.get("cost") else None)
+        settings = cls(baseline=[str(o) for o in baseline] if baseline else None,
+                       matched=[str(m) for m in matched],
+                       cost=str(node["cost"]) if node.get("cost") else None)
+        for name, kind in (("last_k", int), ("confidence", float)):
+            value = node.get(name)
+            if value is None:
+                continue
+            try:
+                number = kind(value)
+                # 2.5 is no last_k, True no confidence
+                if isinstance(value, bool) or number != float(value) or not IN_RANGE[name](number):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ConfigError(f"hydra.callbacks.sweep_report.{name}", value,
+                                  VALID[name]) from None
+            setattr(settings, name, number)
+        settings.check()
+        return settings
 
     def check(self) -> None:
+        """One line naming the setting, its value and what is valid, before any job starts."""
+        key = "hydra.callbacks.sweep_report."
+        for name in ("last_k", "confidence"):
+            if not IN_RANGE[name](getattr(self, name)):
+                raise ConfigError(key + name, getattr(self, name), VALID[name])
         if self.cost is not None and self.cost not in COSTS:
-            raise ConfigError("hydra.callbacks.sweep_report.cost", self.cost,
+            raise ConfigError(key + "cost", self.cost,
                               f"one of {', '.join(COSTS)} or null (the first that differs)")
 
     @property
@@ -171,7 +196,7 @@ def markdown(report: ArmReport) -> str:
 
 ARM_CSV_COLUMNS = ["arm", "overrides", "baseline", "n_seeds", "seeds", "metric", "mean", "std",
                    "ci_low", "ci_high", "diff_vs_baseline", "diff_ci_low", "diff_ci_high",
-                   "n_pairs", "p_value", "verdict", "n_running", "n_failed"]
+                   "n_pairs", "p_value", "verdict", "n_running", "n_failed", "n_diverged"]
 
 
 def write_csv(report: ArmReport, path: Path) -> None:
@@ -189,6 +214,7 @@ def write_csv(report: ArmReport, path: Path) -> None:
                     "baseline": arm is report.baseline, "n_seeds": arm.n_seeds,
                     "seeds": " ".join("default" if x is None else str(x) for x in arm.seeds),
                     "metric": name, "n_running": arm.n_running, "n_failed": arm.n_failed,
+                    "n_diverged": arm.n_diverged,
                 }
                 if m is not None:
                     row.update(mean=m.mean, std=m.std, ci_low=m.ci_low, ci_high=m.ci_high)

@@ -129,6 +129,8 @@ class ArmStats:
     metrics: dict[str, MetricStats] = field(default_factory=dict)
     n_running: int = 0
     n_failed: int = 0
+    n_diverged: int = 0
+    """Jobs whose loss went NaN/inf: never averaged (one NaN would make every statistic NaN)."""
     n_other: int = 0
     """Jobs neither completed, running nor failed (not started, dry run): not in the statistics."""
 
@@ -218,19 +220,19 @@ def group_arms(
 
     Each job: ``overrides`` (list of str), ``metrics`` ({name: value or None}), ``status``; an
     optional ``seed`` (e.g. the resolved config's) wins over the overrides. Only completed jobs
-    enter the statistics (a running job's last value is not a final one); running and failed
-    jobs are counted per arm. Arms match on their overrides whatever the order and ``+`` prefix.
+    enter the statistics (a running job's last value is not a final one); running, failed and
+    diverged jobs are counted per arm. Arms match on their overrides whatever the order and ``+`` prefix.
     """
     groups: dict[tuple[str, ...], dict[str, Any]] = {}
     for job in jobs:
         key = arm_key(job["overrides"], seed_key)
         group = groups.setdefault(tuple(sorted(_normalized(o) for o in key)),
                                   {"overrides": key, "completed": [], "running": 0,
-                                   "failed": 0, "other": 0})
+                                   "failed": 0, "diverged": 0, "other": 0})
         status = job.get("status")
         if status in COMPLETED:
             group["completed"].append(job)
-        elif status in ("running", "failed"):
+        elif status in ("running", "failed", "diverged"):
             group[status] += 1
         else:
             group["other"] += 1
@@ -258,7 +260,8 @@ def group_arms(
         arms.append(ArmStats(label=label or "(common overrides only)",
                              overrides=group["overrides"], n_seeds=len(ordered), seeds=ordered,
                              metrics=metrics, n_running=group["running"],
-                             n_failed=group["failed"], n_other=group["other"]))
+                             n_failed=group["failed"], n_diverged=group["diverged"],
+                             n_other=group["other"]))
     return arms
 
 
@@ -336,6 +339,7 @@ def arm_table_markdown(
     for arm in arms:
         excluded = [f"{n} {what}" for n, what in ((arm.n_running, "running"),
                                                    (arm.n_failed, "failed"),
+                                                   (arm.n_diverged, "diverged"),
                                                    (arm.n_other, "not run"))
                     if n]
         row = [_cell(arm.label), str(arm.n_seeds), ", ".join(excluded)]

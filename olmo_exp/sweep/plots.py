@@ -69,6 +69,16 @@ def _arm_panel(ax: Any, data: list[JobData], arms: ArmReport) -> None:
 
 
 def write_plot(data: list[JobData], arms: ArmReport, path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(data, arms, title)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def figure(data: list[JobData], arms: ArmReport, title: str) -> Any:
+    """report.png's matplotlib Figure: train loss, validation loss, arms (in that order)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,6 +112,4 @@ def write_plot(data: list[JobData], arms: ArmReport, path: Path, title: str) -> 
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
     fig.suptitle(textwrap.fill(title, width=200), fontsize=9)
     fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(labels) / ncol), 1, 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    return fig
