@@ -275,3 +275,70 @@ def test_step_time_holds_no_checkpoint_save(data_dir: Path, tmp_path: Path) -> N
         assert records[step][STEP_TIME] < saves[step], (step, records[step][STEP_TIME], saves)
     for step in (2, 3, 4):
         assert records[step]["wall_time"] - records[step - 1]["wall_time"] > saves[step]
+
+
+# -- issue 26.5: a report read at a glance -------------------------------------------------------
+
+
+def kv_sweep(sweep_dir: Path, evals: dict[int, float]) -> None:
+    """Two arms (8 and 4 KV heads) x two seeds, finished, each evaluated at ``evals``' steps."""
+    for job, (kv, seed) in enumerate([(8, 0), (8, 1), (4, 0), (4, 1)]):
+        run_dir = sweep_dir / str(job)
+        attempt(run_dir, "train.max_steps=4", f"model.n_kv_heads={kv}", f"train.seed={seed}")
+        (run_dir / "model_summary.json").write_text(json.dumps({
+            "n_params": 1000, "flops_per_token": 5000,  # the same for both arms
+            "kv_cache_bytes_per_token_bf16": 512 * kv}))
+        log_metrics(run_dir, range(1, 5), {s: v + kv / 100 + seed / 1000 for s, v in evals.items()})
+
+
+def test_the_arm_table_leads_with_the_cost_and_the_verdict(tmp_path: Path) -> None:
+    kv_sweep(tmp_path, {2: 4.0, 4: 3.0})
+    OmegaConf.save(OmegaConf.create({"hydra": {
+        "overrides": {"task": ["train.max_steps=4", "model.n_kv_heads=8,4", "train.seed=0,1"]},
+        "callbacks": {"sweep_report": {"baseline": ["model.n_kv_heads=8"],
+                                       "cost": "kv_cache_bytes_per_token"}}}}),
+        tmp_path / "multirun.yaml")
+    write_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    arms = md.split("## Arms", 1)[1].split("## Jobs")[0]
+    table = [ln for ln in arms.splitlines() if ln.startswith("|")]
+    assert table[0].split(" | ")[:6] == [
+        "| arm", "seeds", "KV-cache bytes per token (bf16)", "val loss mean ± std",
+        "Δ val loss [95% CI]", "verdict"]
+    assert table[2].startswith("| model.n_kv_heads=8 | 2 | 4,096 | 3.0805 ± 0.0007 | baseline |")
+    # -0.04 exactly for both seeds: no spread, an exact difference
+    assert table[3].startswith("| model.n_kv_heads=4 | 2 | 2,048 | 3.0405 ± 0.0007 | "
+                               "-0.0400 [-0.0400, -0.0400] | better |")
+    # 2 evaluations per job, the report averages the last 3: said once, with what to do
+    reason = ("*val loss, mean of last 3 evals* is empty for 4 finished jobs: fewer than 3 "
+              "evaluations per job; set `hydra.callbacks.sweep_report.last_k` or evaluate more "
+              "often (`train.eval_interval`).")
+    assert md.count("fewer than 3 evaluations") == 1 and f"- {reason}" in md
+    assert "### Full statistics" in arms  # mean ± std and CI of every metric follow
+
+
+def test_one_colour_per_arm_in_every_panel_and_seeds_as_line_styles(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from olmo_exp.sweep.arm_report import ReportSettings, arm_report
+    from olmo_exp.sweep.plots import figure
+    from olmo_exp.sweep.report import collect
+
+    kv_sweep(tmp_path, {2: 4.0, 3: 3.5, 4: 3.0})
+    data, _ = collect(tmp_path)
+    fig = figure(data, arm_report(data, ReportSettings()), "test")
+    try:
+        train, val, arms = fig.axes[:3]
+        assert arms.get_title().startswith("arms")
+        arm_color = {c.get_label().split(" (")[0]: c.lines[0].get_color()
+                     for c in arms.containers}
+        assert len(set(arm_color.values())) == 2
+        for panel in (train, val):
+            lines = {ln.get_label(): ln for ln in panel.get_lines()}
+            assert len(lines) == 4
+            for label, line in lines.items():  # '#2 model.n_kv_heads=4 train.seed=0'
+                arm, seed = label.split()[1], label.split()[2]
+                assert line.get_color() == arm_color[arm], label
+                assert line.get_linestyle() == ("-" if seed == "train.seed=0" else "--"), label
+    finally:
+        plt.close(fig)

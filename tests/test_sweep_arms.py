@@ -52,9 +52,9 @@ def test_every_preset_plots_its_arms_against_the_cost_it_is_about(name: str) -> 
     figure's artists: each arm's point sits at its jobs' value of the named cost."""
     import matplotlib.pyplot as plt
 
-    from olmo_exp.sweep.arm_report import COSTS, FINAL, ArmReport, ReportSettings
+    from olmo_exp.sweep.arm_report import COSTS, ReportSettings, arm_report, markdown
+    from olmo_exp.sweep.jobs import JobData, JobRow
     from olmo_exp.sweep.plots import figure
-    from olmo_exp.sweep.report import JobData, JobRow
 
     cfg = compose([f"+sweep={name}"], hydra=True)
     settings = ReportSettings.from_callback(
@@ -66,12 +66,13 @@ def test_every_preset_plots_its_arms_against_the_cost_it_is_about(name: str) -> 
                2: {"params": 20, "flops_per_token": 100, "kv_cache_bytes_per_token": 4000}}
     data = [JobData(row=JobRow(job=i, overrides="", status="finished", run_dir="",
                                **per_arm[i + 1]),
-                    all_overrides=[f"model.n_layers={i + 1}"], metrics=[],
-                    curve_tokens_per_step=None) for i in range(2)]
-    arms = group_arms({"overrides": d.all_overrides, "status": "finished",
-                       "metrics": {FINAL: 3.0 + d.row.job}} for d in data)
-    report = ArmReport(arms=arms, baseline=arms[0], diffs=[], metric_names=[FINAL],
-                       extra_names=[], settings=settings, job_arm={0: arms[0], 1: arms[1]})
+                    all_overrides=[f"model.n_layers={i + 1}"], curve_tokens_per_step=None,
+                    metrics=[{"step": 1, VAL: 3.0 + i}]) for i in range(2)]
+    report = arm_report(data, settings)
+    assert report.cost == EXPECTED_COST[name]
+    # The arm table's cost column is the same cost.
+    assert f"| model.n_layers=2 | 1 | {per_arm[2][EXPECTED_COST[name]]:,} | 4.0000 ± – |" in \
+        markdown(report)
     fig = figure(data, report, "test")
     try:
         panel = next(ax for ax in fig.axes if ax.get_title().startswith("arms"))

@@ -47,6 +47,12 @@ def arm_key(overrides: Sequence[str], seed_key: str = SEED_KEY) -> tuple[str, ..
     return tuple(o for o in overrides if not (_split(o)[0] == seed_key and _split(o)[1] is not None))
 
 
+def arm_id(overrides: Sequence[str], seed_key: str = SEED_KEY) -> tuple[str, ...]:
+    """What two jobs of one arm share, whatever their overrides' order and ``+`` prefixes: their
+    overrides minus the seed, normalized and sorted."""
+    return tuple(sorted(_normalized(o) for o in arm_key(overrides, seed_key)))
+
+
 def seed_of(overrides: Sequence[str], seed_key: str = SEED_KEY) -> int | None:
     """The seed a job's overrides set (the last one wins, as in Hydra); None when none does.
 
@@ -225,9 +231,8 @@ def group_arms(
     """
     groups: dict[tuple[str, ...], dict[str, Any]] = {}
     for job in jobs:
-        key = arm_key(job["overrides"], seed_key)
-        group = groups.setdefault(tuple(sorted(_normalized(o) for o in key)),
-                                  {"overrides": key, "completed": [], "running": 0,
+        group = groups.setdefault(arm_id(job["overrides"], seed_key),
+                                  {"overrides": arm_key(job["overrides"], seed_key), "completed": [], "running": 0,
                                    "failed": 0, "diverged": 0, "other": 0})
         status = job.get("status")
         if status in COMPLETED:

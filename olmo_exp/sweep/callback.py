@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from olmo_exp.base.errors import ConfigError
 from olmo_exp.runtime.console import rank_from_env
 from olmo_exp.sweep.failures import exception_line, first_line, write_error_file
-from olmo_exp.sweep.report import JobRow, expand_jobs, write_report
+from olmo_exp.sweep.jobs import JobRow
+from olmo_exp.sweep.report import expand_jobs, write_report
 
 
 class SweepReportCallback(Callback):

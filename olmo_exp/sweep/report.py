@@ -15,7 +15,7 @@ import csv
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,46 +41,8 @@ from olmo_exp.runtime.console import (
 )
 from olmo_exp.sweep import arm_report
 from olmo_exp.sweep.failures import attempt_started, failure_line
+from olmo_exp.sweep.jobs import JobData, JobRow
 from olmo_exp.sweep.plots import write_plot
-
-"""Written into a job's run dir by :class:`SweepReportCallback` when the job raised."""
-
-
-@dataclass
-class JobRow:
-    job: int
-    overrides: str
-    """The overrides that differ between the sweep's jobs (the common ones are in report.md)."""
-    status: str
-    """finished | failed | diverged | running | not started | dry run (see job_status)"""
-    error: str = ""
-    step: int | None = None
-    params: int | None = None
-    non_embedding_params: int | None = None
-    flops_per_token: int | None = None
-    kv_cache_bytes_per_token: int | None = None
-    """bf16, all layers (model_summary.json's kv_cache_bytes_per_token_bf16)"""
-    kv_cache_bytes_per_sequence: int | None = None
-    """bf16, one sequence of the run's data.sequence_length tokens"""
-    final_train_loss: float | None = None
-    final_val_loss: float | None = None
-    final_val_ppl: float | None = None
-    best_val_loss: float | None = None
-    best_val_ppl: float | None = None
-    tokens_per_s_device: float | None = None
-    train_wall_s: float | None = None
-    run_dir: str = ""
-
-
-@dataclass
-class JobData:
-    row: JobRow
-    all_overrides: list[str]
-    curve_tokens_per_step: int | None
-    metrics: list[dict[str, Any]]
-    extra: dict[str, float] = field(default_factory=dict)
-    """Other eval/... metrics of the last evaluation (bits per byte, downstream tasks, ...)."""
-
 
 # -- reading a run directory ------------------------------------------------------------------
 
