@@ -236,17 +236,20 @@ CFG_JOB = ["model=gqa_3kv", "dist=fsdp", "model/lws=openelm", "model.lws.qkv_sca
            "--cfg", "job"]
 
 
-@pytest.mark.parametrize("args", [CFG_JOB, ["--help"], ["model.n_kv_heads=3"]],
-                         ids=["cfg-job", "help", "rejected"])
+REJECTED = [["model.n_kv_heads=3"], ["model=gqa_3kv", "model.n_kv_heads=5"]]
+
+
+@pytest.mark.parametrize("args", [CFG_JOB, ["--help"], *REJECTED],
+                         ids=["cfg-job", "help", "rejected", "rejected-gqa"])
 def test_answers_without_importing_torch_or_olmo_core(args: list[str], tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "run.py"), *args],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == (2 if args == ["model.n_kv_heads=3"] else 0), proc.stderr[-2000:]
+    assert proc.returncode == (2 if args in REJECTED else 0), proc.stderr[-2000:]
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "hydra" in imported
     heavy = sorted(m for m in imported
-                   if m.split(".")[0] in ("torch", "olmo_core", "datasets", "tokenizers"))
+                   if m.split(".")[0] in ("torch", "olmo_core", "datasets", "tokenizers", "scipy"))
     assert heavy == []
     assert not (tmp_path / "outputs").exists()
     if args is CFG_JOB:  # ... and --cfg job prints the composed config

@@ -456,6 +456,30 @@ def test_named_tokenizers_resolve_from_a_local_dir(monkeypatch: pytest.MonkeyPat
         resolve_tokenizer_file(DataConfig(tokenizer="dolma2"))
 
 
+def test_named_tokenizer_resolves_from_the_eval_wheel(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    """Offline, no tokenizer dir: the OLMo-1 tokenizer the eval extra ships is found on disk."""
+    from olmo_exp.data.tokenizer import resolve_tokenizer_file
+
+    olmo_eval = pytest.importorskip("olmo_eval")
+    shipped = Path(olmo_eval.__file__).parent / "tokenizers" / "allenai_gpt-neox-olmo-dolma-v1_5.json"
+    monkeypatch.delenv("OLMO_EXP_TOKENIZER_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    cfg = DataConfig(tokenizer="gpt_neox_olmo_dolma_v1_5")
+    assert resolve_tokenizer_file(cfg) == shipped.resolve()
+    # data.tokenizer_dir and $OLMO_EXP_TOKENIZER_DIR still come first
+    for where in ("dir", "env"):
+        local = tmp_path / where
+        local.mkdir()
+        (local / shipped.name).write_bytes(shipped.read_bytes())
+        if where == "env":
+            monkeypatch.setenv("OLMO_EXP_TOKENIZER_DIR", str(local))
+        cfg = DataConfig(tokenizer="gpt_neox_olmo_dolma_v1_5",
+                         tokenizer_dir=str(local) if where == "dir" else None)
+        assert resolve_tokenizer_file(cfg) == (local / shipped.name).resolve()
+
+
 def _prepare_in_process(cfg: DataConfig) -> tuple[str, str]:
     m = prepare(cfg)
     return str(m.root), m.data["created"]

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, assert_one_line_error, cli, read_jsonl
+from conftest import REPO, TINY, assert_one_line_error, cli, read_jsonl
 
 from olmo_exp.base.errors import DataError
 
+TESTDATA = REPO.parent / "shared" / "testdata"
 VAL = "eval/lm/validation/"
 # 11 sequences of 64 tokens: neither micro-batches of 2 nor 2 ranks divide them evenly.
 EVAL = [*TINY, "train.max_steps=2", "train.checkpoint_interval=0", "train.eval_interval=2",
@@ -31,7 +32,22 @@ def olmo1_tokenizer() -> Path:
     return Path(olmo_eval.__file__).parent / "tokenizers" / "allenai_gpt-neox-olmo-dolma-v1_5.json"
 
 
+# Text whose characters take 1-4 UTF-8 bytes, and byte-level BPE tokens that cut them.
+NON_ASCII = ["Zürich: naïve café, crème brûlée.", "東京都の人口は約1400万人です。",
+             "Ελληνικά και русский текст; emoji 🦜🧪🫠 and ½ ∑ ∞.", "São Paulo – 10 °C ≈ 50 °F"]
+
+
+def byte_level_bytes() -> dict[str, int]:
+    """Byte-level BPE's character for each byte (GPT-2's table): printable Latin-1 bytes stand
+    for themselves, the other bytes, in order, for U+0100 onwards."""
+    own = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    rest = [b for b in range(256) if b not in own]
+    return {**{chr(b): b for b in own}, **{chr(0x100 + n): b for n, b in enumerate(rest)}}
+
+
 def test_bits_per_byte_by_hand(tmp_path: Path) -> None:
+    """Non-ASCII text cut into sequences inside characters, a loss that differs per token, and
+    each label found by its definition (position j predicts token j + 1), not the evaluator's."""
     from olmo_core.data import DataCollator, NumpyFSLDatasetConfig, TokenizerConfig
     from tokenizers import Tokenizer
 
@@ -40,35 +56,90 @@ def test_bits_per_byte_by_hand(tmp_path: Path) -> None:
 
     path = olmo1_tokenizer()
     tok, eos, seq = Tokenizer.from_file(str(path)), 50279, 8
-    docs = ["The cat sat on the mat and looked at the dog.", "Bits per byte compare tokenizers."] * 2
-    ids = [i for d in docs for i in [*tok.encode(d, add_special_tokens=False).ids, eos]]
+    ids = [i for d in NON_ASCII for i in [*tok.encode(d, add_special_tokens=False).ids, eos]]
+    # Each token's bytes by hand, checked against the text: the docs' UTF-8, EOS none.
+    to_byte = byte_level_bytes()
+
+    def token_bytes(i: int) -> bytes:
+        return b"" if i == eos else bytes(to_byte[c] for c in tok.id_to_token(i))
+
+    assert b"".join(map(token_bytes, ids)) == "".join(NON_ASCII).encode()
     np.array(ids, dtype=np.uint16).tofile(tmp_path / "val.bin")
     dataset = NumpyFSLDatasetConfig(
         tokenizer=TokenizerConfig(vocab_size=50280, eos_token_id=eos, pad_token_id=1),
         paths=[str(tmp_path / "val.bin")], sequence_length=seq, work_dir=str(tmp_path / "w"),
     ).build()
     dataset.prepare()
-    n = 3  # of len(ids) // 8 sequences; batches of 2: the second holds a filler
+    n = len(ids) // seq - 1  # odd: batches of 2 end in a filler
+    assert n % 2
+    sequences = [ids[s * seq:(s + 1) * seq] for s in range(n)]
+    # Some sequence starts inside a character: its predicted tokens don't decode on their own.
+    assert any("\ufffd" in tok.decode(s[1:]) for s in sequences)
+    predicted = [i for s in sequences for i in s[1:]]
+    num_bytes = sum(len(token_bytes(i)) for i in predicted)
+
+    def loss_of(label: int) -> float:  # any loss that differs from token to token
+        return 1.0 + (label % 13) / 4
+
     evaluator = ValidationEvaluator(dataset=dataset, num_sequences=n, rank_batch_size=2,
                                     collator=DataCollator(pad_token_id=1),
                                     tokenizer=TextTokenizer(path), device=torch.device("cpu"))
-    # By hand: each sequence predicts its tokens 1..7; a token's bytes are its byte-level string's
-    # characters (ASCII text: one byte each; "Ġ" is a space), EOS none.
-    predicted = [i for s in range(n) for i in ids[s * seq + 1:(s + 1) * seq]]
-    num_bytes = sum(0 if i == eos else len(tok.id_to_token(i)) for i in predicted)
-    loss = 2.0  # nats per predicted token; the model gives 0 where the label is ignored
     batches = list(evaluator)
-    assert len(batches) == 2
+    assert len(batches) == (n + 1) // 2
     for batch in batches:
-        batch.pop("input_ids")  # as the train module does before update_metrics sees the batch
-        mask = batch["label_mask"]
-        labelled = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
-        evaluator.update_metrics(batch, torch.where(labelled, loss, 0.0), None)
+        inputs = batch.pop("input_ids")  # as the train module does before update_metrics
+        ce = torch.full(inputs.shape, 100.0)  # where nothing is predicted: must not count
+        for row, real in enumerate(batch["label_mask"].all(dim=1).tolist()):
+            if real:
+                ce[row, :-1] = torch.tensor([loss_of(t) for t in inputs[row, 1:].tolist()])
+        evaluator.update_metrics(batch, ce, None)
     metrics = {k: float(v) for k, v in evaluator.compute_metrics().items()}
+    ce_by_hand = sum(map(loss_of, predicted)) / len(predicted)
     assert metrics["validation/tokens"] == len(predicted) == n * (seq - 1)
     assert metrics["validation/bytes"] == num_bytes
-    assert metrics["validation/CE loss"] == pytest.approx(loss)
-    assert metrics["validation/BPB"] == pytest.approx(loss / math.log(2) * len(predicted) / num_bytes)
+    assert metrics["validation/CE loss"] == pytest.approx(ce_by_hand)
+    assert metrics["validation/BPB"] == pytest.approx(
+        ce_by_hand / math.log(2) * len(predicted) / num_bytes)
+
+
+def metaspace_byte_fallback(tmp_path: Path) -> Path:
+    """A SentencePiece-style tokenizer (metaspace, byte fallback), built here: pieces for the
+    ASCII letters, "▁" and "é"; every other character becomes its <0xNN> bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    pieces = [f"<0x{b:02X}>" for b in range(256)] + ["\u2581", "é"]
+    pieces += [chr(c) for c in range(0x21, 0x7F)]
+    tok = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[],
+                               byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse()])
+    tok.add_special_tokens(["</s>"])
+    tok.save(str(tmp_path / "metaspace.json"))
+    return tmp_path / "metaspace.json"
+
+
+def test_token_byte_table_sums_to_the_texts_bytes_wherever_it_is_cut(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    from olmo_exp.data.tokenizer import EOS_TOKEN, TextTokenizer, train_bpe
+
+    train_bpe(iter(NON_ASCII * 3), 300, tmp_path / "bpe.json")
+    paths = [olmo1_tokenizer(), tmp_path / "bpe.json", metaspace_byte_fallback(tmp_path)]
+    if (TESTDATA / "tokenizers" / "allenai_dolma2.json").is_file():
+        paths.append(TESTDATA / "tokenizers" / "allenai_dolma2.json")
+    for path in paths:
+        tok = Tokenizer.from_file(str(path))
+        eos = next(tok.token_to_id(t) for t in (EOS_TOKEN, "</s>") if tok.token_to_id(t) is not None)
+        stream = [i for d in NON_ASCII for i in [*tok.encode(d, add_special_tokens=False).ids, eos]]
+        table = TextTokenizer(path).byte_counts
+        assert table[eos] == 0
+        for seq in (3, 5, 8):  # cut into sequences; a character split at an edge still adds up
+            cuts = [stream[s:s + seq] for s in range(0, len(stream), seq)]
+            assert sum(int(table[c].sum()) for c in cuts) == len("".join(NON_ASCII).encode()), path
+        if path.name == "metaspace.json":  # byte fallback and metaspace spaces really occur
+            pieces = [tok.id_to_token(i) for i in stream]
+            assert "<0xF0>" in pieces and "\u2581" in pieces
 
 
 def test_eval_tokens_needs_one_sequence() -> None:

@@ -202,12 +202,14 @@ def test_the_check_catches_what_it_names(tmp_path: Path, source: dict[str, str],
 
 
 def module_map() -> tuple[Path, str]:
-    """(the page, the text) of the "Where the code is" map: the README's, or a docs/ page's."""
+    """(the page, the text) of the "Where the code is" map (docs/development.md, or wherever
+    the docs keep it)."""
     root = PACKAGE.parent
-    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
-        if page.exists() and "### Where the code is" in (text := page.read_text()):
-            return page, text.split("### Where the code is", 1)[1].split("```", 2)[1]
-    raise AssertionError('no "### Where the code is" map in README.md or docs/*.md')
+    for page in [*sorted((root / "docs").glob("*.md")), root / "README.md"]:
+        parts = re.split(r"(?m)^#+ Where the code is\s*$", page.read_text() if page.exists() else "")
+        if len(parts) > 1:
+            return page, parts[1].split("```", 2)[1]
+    raise AssertionError('no "Where the code is" map in docs/*.md or README.md')
 
 
 def mapped_modules(block: str) -> dict[str, list[str]]:

@@ -15,7 +15,7 @@ from conftest import REPO, TINY, cli, compose, read_jsonl
 from omegaconf import OmegaConf
 
 from olmo_exp.base.errors import ConfigError
-from olmo_exp.base.files import SWEEPS_DIR, readme_text
+from olmo_exp.base.files import SWEEPS_DIR
 from olmo_exp.sweep import match
 from olmo_exp.sweep.report import expand_jobs
 
@@ -36,9 +36,9 @@ def preset_jobs(name: str) -> list[list[str]]:
 
 
 def test_readme_lists_every_preset_with_its_job_count() -> None:
-    """The README's preset table (what people read before typing ``+sweep=NAME``) names every file
-    under sweeps/, no other, and says how many jobs each one really expands to."""
-    lines = readme_text().split("### Sweeps and reports", 1)[1].splitlines()
+    """The preset table of docs/sweeps.md (what people read before typing ``+sweep=NAME``) names
+    every file under sweeps/, no other, and says how many jobs each one really expands to."""
+    lines = (REPO / "docs" / "sweeps.md").read_text().split("## Presets", 1)[1].splitlines()
     start = lines.index("| preset | question | jobs |")
     table = {}
     for line in lines[start + 2:]:

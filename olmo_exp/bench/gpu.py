@@ -297,6 +297,24 @@ HEADER = (f"{'model':<8} {'impl':<9} {'tokens/s':>10} {'MFU %':>6} {'GPU GiB':>8
           f"{'FLOPs/token':>14} {'steps':>5} {'wall s':>6}")
 
 
+def no_gpu_defaults(models: list[str], overrides: list[str]) -> None:
+    """No GPU, no overrides: check every arm's config as run.py would, then stop in one line."""
+    import torch
+
+    from olmo_exp.base.errors import ConfigError
+    from olmo_exp.data.check import check_run
+    if overrides or torch.cuda.is_available():
+        return
+    for model in models:
+        try:
+            check_run(compose_run([*COMMON, *MODELS[model]]))
+        except ConfigError as e:
+            sys.exit(f"error: {e}")
+    sys.exit(f"bench.gpu: no GPU here ({device_name()}): its defaults train 1B models (the "
+             f"configs of {', '.join(models)} check out); run it on a GPU, or add tiny-model "
+             "overrides (as tests/test_benchmark_gpu.py does) to run it on CPU")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every arm")
@@ -323,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         raw_loop(args.overrides, args.steps, args.warmup, args.raw_loop)
         return
 
+    no_gpu_defaults(models, args.overrides)
     start = time.monotonic()
     out = (args.out or Path("outputs/benchmark_gpu") / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     if out.exists() and any(p.name != "data" for p in out.iterdir()):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from olmo_exp.base.files import read_jsonl
 from olmo_exp.config.compose import compose_run
+from olmo_exp.data.check import check_run
 
 WARMUP_STEPS = 2  # excluded from steady-state throughput (first-step allocation, caches)
 
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     if not any(o.startswith("train.warmup_steps=") for o in args.overrides):
         args.overrides.append(f"train.warmup_steps={min(10, args.steps)}")
     config = compose_run(args.overrides)
+    check_run(config)  # as run.py does: one-line errors, and resolves train.micro_batch_size=null
     from olmo_exp.data.prep import prepare
 
     t0 = time.time()

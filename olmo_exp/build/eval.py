@@ -11,8 +11,9 @@ another layout would be scored on other text.
 
 Tokens counted are the predicted ones: positions 1..L-1 of each sequence (olmo-core's LM evaluator
 also counts the last position, whose label is padding, as a loss of 0). Bits per byte:
-``BPB = CE (nats) / ln 2 x tokens / bytes``, bytes = the UTF-8 length of the predicted tokens' text
-(special tokens such as EOS: 0 bytes).
+``BPB = CE (nats) / ln 2 x tokens / bytes``, bytes = the predicted tokens' UTF-8 bytes, counted per
+token id (``TextTokenizer.byte_counts``; special tokens such as EOS: 0 bytes), never by decoding a
+sequence whose edges may cut a character.
 """
 
 from __future__ import annotations
@@ -44,11 +45,6 @@ if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
 LABEL = "validation"
-
-
-def predicted_bytes(ids: list[int], tokenizer: TextTokenizer) -> int:
-    """UTF-8 bytes of the text of the tokens a sequence predicts (all but its first)."""
-    return len(tokenizer.decode(ids[1:], skip_special_tokens=True).encode("utf-8"))
 
 
 class RankBatches:
@@ -84,8 +80,10 @@ class ValidationEvaluator(Evaluator):
         slots = [mine[i:i + rank_batch_size] for i in range(0, len(mine), rank_batch_size)]
         super().__init__(name="lm", batches=RankBatches(dataset, slots, collator), device=device)
         self.dp_process_group = dp_process_group
-        self.num_bytes = sum(predicted_bytes(dataset[i]["input_ids"].tolist(), tokenizer)
-                             for i in range(num_sequences))
+        # Bytes per token id from one table: a sequence cut inside a character still adds up.
+        counts = tokenizer.byte_counts
+        self.num_bytes = int(sum(counts[dataset[i]["input_ids"][1:].numpy()].sum()
+                                 for i in range(num_sequences)))
         self._device = device or get_default_device()
         self._loss = torch.zeros((), dtype=torch.float64, device=self._device)
         self._tokens = torch.zeros((), dtype=torch.float64, device=self._device)
@@ -198,14 +196,18 @@ class DownstreamCallbackConfig(DownstreamEvaluatorCallbackConfig):
 def eval_callbacks(*, manifest: Manifest, sequence_length: int, work_dir: str, eval_tokens: int,
                    micro_batch_size: int, eval_interval: int, eval_on_finish: bool,
                    tasks: list[str], max_examples: int | None, context: int) -> dict[str, Any]:
-    """The run's evaluator callbacks (the worker's ``lm_evaluator`` and ``downstream_evaluator``)."""
+    """The run's evaluator callbacks (the worker's ``lm_evaluator`` and ``downstream_evaluator``;
+    no ``lm_evaluator`` for token files given without validation files)."""
     from olmo_core.data import TokenizerConfig
 
-    callbacks: dict[str, Any] = {"lm_evaluator": ValidationCallbackConfig(
-        dataset=manifest.dataset_config(LABEL, sequence_length=sequence_length, work_dir=work_dir),
-        num_sequences=manifest.eval_sequences(eval_tokens, sequence_length),
-        rank_batch_size=micro_batch_size, tokenizer_file=str(manifest.tokenizer_path),
-        eval_interval=eval_interval, eval_on_finish=eval_on_finish)}
+    callbacks: dict[str, Any] = {}
+    num_sequences = manifest.eval_sequences(eval_tokens, sequence_length)
+    if num_sequences:
+        callbacks["lm_evaluator"] = ValidationCallbackConfig(
+            dataset=manifest.dataset_config(LABEL, sequence_length=sequence_length, work_dir=work_dir),
+            num_sequences=num_sequences, rank_batch_size=micro_batch_size,
+            tokenizer_file=str(manifest.tokenizer_path), eval_interval=eval_interval,
+            eval_on_finish=eval_on_finish)
     if tasks:
         callbacks["downstream_evaluator"] = DownstreamCallbackConfig(
             tasks=list(tasks), max_examples=max_examples, context=context,

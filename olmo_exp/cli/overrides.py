@@ -139,15 +139,21 @@ def _check_type(schema: Any, key: str, value: Any) -> None:
         raise ConfigError(key, value, reason[:1].lower() + reason[1:]) from None
 
 
-def check_command_line(argv: list[str]) -> None:
-    """run.py's command line, before Hydra composes anything: one line and exit 2 if an override
-    names an unknown key or group option (nothing is written; no run directory is made)."""
+def check_argv(argv: list[str]) -> None:
+    """run.py's command line (flags and overrides), before Hydra composes anything: a ConfigError
+    for an override that names an unknown key or group option."""
     from hydra._internal.utils import get_args_parser
 
     args, rest = get_args_parser().parse_known_args(argv)
     overrides = [*args.overrides, *(a for a in rest if not a.startswith("-"))]
+    check_overrides(overrides, [args.config_dir] if args.config_dir else None)
+
+
+def check_command_line(argv: list[str]) -> None:
+    """:func:`check_argv`, as run.py reports it: one line and exit 2 (nothing is written; no run
+    directory is made)."""
     try:
-        check_overrides(overrides, [args.config_dir] if args.config_dir else None)
+        check_argv(argv)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -51,7 +51,8 @@ class DataConfig:
     (tiktoken and HF tokenizers encode outside the GIL, so threads scale without pickling)."""
     tokenizer_dir: str | None = None
     """A directory holding tokenizer.json files named like ``allenai_dolma2.json`` for named/hub
-    tokenizers (offline); null = $OLMO_EXP_TOKENIZER_DIR, then the hub."""
+    tokenizers (offline); looked in first, then $OLMO_EXP_TOKENIZER_DIR, then the files the eval
+    extra ships (olmo_eval/tokenizers/), then the hub."""
     shard_size_mb: float = 512
     """Upper bound on one token file's size."""
     token_files: list[str] = field(default_factory=list)

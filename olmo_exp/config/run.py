@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from olmo_exp.base.errors import ConfigError, non_negative, positive
 from olmo_exp.config import topology as topo
 from olmo_exp.config.cluster import ClusterConfig
-from olmo_exp.config.data import DataConfig
+from olmo_exp.config.data import DataConfig, DataSource
 from olmo_exp.config.dist import DistConfig
 from olmo_exp.config.eval import EvalConfig
 from olmo_exp.config.generate import GenerateConfig
@@ -79,6 +79,10 @@ class RunConfig:
         if longer:
             lines.append(f"{', '.join(longer)} capped at train.max_steps={train.max_steps} "
                          "(longer than the run)")
+        if (self.data.source == DataSource.tokens and not self.data.validation_token_files
+                and train.eval_interval > 0):
+            lines.append("data.validation_token_files is empty: no validation loss"
+                         + (" (downstream tasks still run)" if self.eval.tasks else ""))
         lone = topo.lone_rank_notice(self.dist, world)
         if lone:
             lines.append(lone)

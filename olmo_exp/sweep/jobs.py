@@ -20,6 +20,9 @@ class JobRow:
     params: int | None = None
     non_embedding_params: int | None = None
     flops_per_token: int | None = None
+    train_flops: int | None = None
+    """flops_per_token x tokens trained (last step x global batch x sequence length): the
+    compute a ladder's fit uses (:func:`olmo_exp.sweep.scaling_report.job_compute`)."""
     kv_cache_bytes_per_token: int | None = None
     """bf16, all layers (model_summary.json's kv_cache_bytes_per_token_bf16)"""
     kv_cache_bytes_per_sequence: int | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from olmo_exp.base.files import atomic_path
 from olmo_exp.runtime.console import TRAIN_LOSS, VAL_LOSS
@@ -15,6 +15,9 @@ from olmo_exp.runtime.plots import curve
 from olmo_exp.sweep.arm_report import COSTS, FINAL, ArmReport
 from olmo_exp.sweep.arms import seed_of
 from olmo_exp.sweep.jobs import JobData
+
+if TYPE_CHECKING:  # the ladder's panel: only when the report has one
+    from olmo_exp.sweep.scaling_report import ScalingReport
 
 SEED_STYLES = ("-", "--", ":", "-.")
 """A job's line style: its seed's place among its arm's seeds (the colour is the arm's)."""
@@ -74,23 +77,33 @@ def _arm_panel(ax: Any, data: list[JobData], arms: ArmReport) -> None:
     ax.grid(alpha=0.3)
 
 
-def write_plot(data: list[JobData], arms: ArmReport, path: Path, title: str) -> None:
+def write_plot(data: list[JobData], arms: ArmReport, path: Path, title: str,
+               scaling: ScalingReport | None = None) -> None:
     import matplotlib.pyplot as plt
 
-    fig = figure(data, arms, title)
+    fig = figure(data, arms, title, scaling)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
-def figure(data: list[JobData], arms: ArmReport, title: str) -> Any:
-    """report.png's matplotlib Figure: train loss, validation loss, arms (in that order)."""
+def figure(data: list[JobData], arms: ArmReport, title: str,
+           scaling: ScalingReport | None = None) -> Any:
+    """report.png's matplotlib Figure: train loss, validation loss, arms (in that order), and
+    a ladder's loss against compute."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_train, ax_val, ax_arms) = plt.subplots(1, 3, figsize=(18, 5.5))
+    # A ladder (declared rung keys) gets a fourth panel: loss against compute, with the fits.
+    panels = 3 + (scaling is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5.5))
+    ax_train, ax_val, ax_arms = axes[:3]
+    if scaling is not None:
+        from olmo_exp.sweep.scaling_plot import panel
+
+        panel(axes[3], scaling)
     started = [d for d in data if d.metrics]
     unit = "tokens" if all(d.curve_tokens_per_step for d in started) else "steps"
     # Jobs that spend different FLOPs per token are compared on FLOPs spent, not tokens.

@@ -39,7 +39,7 @@ from olmo_exp.runtime.console import (
     VAL_LOSS,
     VAL_PPL,
 )
-from olmo_exp.sweep import arm_report
+from olmo_exp.sweep import arm_report, scaling_report
 from olmo_exp.sweep.failures import attempt_started, failure_line
 from olmo_exp.sweep.jobs import JobData, JobRow
 from olmo_exp.sweep.plots import write_plot
@@ -109,6 +109,8 @@ def read_job(run_dir: Path, job: int, overrides: list[str] | None, dry_run: bool
             best = min(evals, key=lambda r: _or_inf(r[VAL_LOSS]))
             row.best_val_loss, row.best_val_ppl = best[VAL_LOSS], best.get(VAL_PPL)
         row.tokens_per_s_device, row.train_wall_s = training_speed(metrics)
+        compute = scaling_report.job_compute(data)
+        row.train_flops = round(compute) if compute is not None else None
     row.status, row.error = job_status(run_dir, row, _target_step(config),
                                        dry_run=dry_run and bool(summary))
     return data
@@ -251,7 +253,8 @@ def write_csv(data: list[JobData], path: Path) -> None:
 MD_COLUMNS = [
     ("job", "job"), ("overrides", "overrides"), ("status", "status"),
     ("params", "params"), ("non_embedding_params", "non-emb params"),
-    ("flops_per_token", "FLOPs/token"), ("kv_cache_bytes_per_token", "KV B/token"),
+    ("flops_per_token", "FLOPs/token"), ("train_flops", "train FLOPs"),
+    ("kv_cache_bytes_per_token", "KV B/token"),
     ("kv_cache_bytes_per_sequence", "KV B/seq"), ("step", "step"),
     ("final_train_loss", "train loss"), ("final_val_loss", "val loss"),
     ("final_val_ppl", "val ppl"), ("best_val_loss", "best val loss"),
@@ -313,8 +316,8 @@ REPORT_LOCK = ".report.lock"
 
 
 def write_report(sweep_dir: Path | str) -> list[JobRow]:
-    """Writes report.csv, report_arms.csv, report.md and report.png into ``sweep_dir``; returns
-    the rows (job order).
+    """Writes report.csv, report_arms.csv, report.md and report.png (and, for a ladder,
+    report_scaling.csv) into ``sweep_dir``; returns the rows (job order).
 
     Locked, so that jobs finishing at the same time (submitit) write one report after another,
     each reading what the one before it read or later; every file is replaced by a rename, so a
@@ -324,13 +327,18 @@ def write_report(sweep_dir: Path | str) -> list[JobRow]:
     with file_lock(sweep_dir / REPORT_LOCK):
         data, common = collect(sweep_dir)
         rows = [d.row for d in data]
-        arms = arm_report.arm_report(data, report_settings(sweep_dir))
+        settings = report_settings(sweep_dir)
+        arms = arm_report.arm_report(data, settings)
+        scaling = scaling_report.build(data, settings)  # None unless the sweep declares rungs
         write_csv(data, sweep_dir / "report.csv")
         arm_report.write_csv(arms, sweep_dir / "report_arms.csv")
-        write_markdown(sweep_dir, rows, common, arm_report.markdown(arms),
+        scaling_report.write_csv(scaling, sweep_dir / "report_scaling.csv")
+        write_markdown(sweep_dir, rows, common,
+                       arm_report.markdown(arms) + scaling_report.markdown(scaling),
                        sweep_dir / "report.md")
         write_plot(data, arms, sweep_dir / "report.png",
-                   f"{sweep_dir.name}, all jobs: {' '.join(common) or '(no common overrides)'}")
+                   f"{sweep_dir.name}, all jobs: {' '.join(common) or '(no common overrides)'}",
+                   scaling)
     return rows
 
 
