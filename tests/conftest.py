@@ -58,6 +58,37 @@ TINY = [
 SLOW_FIXTURES = {"run_cli", "runs", "sample", "cleaned"}
 
 
+# Tests leave nothing in the working tree: every run dir, sweep dir and data cache goes under
+# pytest's tmp_path. Checked over the whole session: a file or directory (an empty one too, which
+# git does not show) that appeared in the checkout fails the run, named.
+_CACHES = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".venv"}
+
+
+def left_in_tree() -> set[str]:
+    """Every path in the checkout but caches (and the installed package's metadata)."""
+    found = set()
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in _CACHES and not d.endswith(".egg-info")]
+        rel = Path(root).relative_to(REPO)
+        found.update(str(rel / name) for name in [*dirs, *files])
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = left_in_tree()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    left = left_in_tree() - session.config.stash.get(_BEFORE, set())
+    if left:
+        print(f"\nthe tests left files in the working tree (write under tmp_path): {sorted(left)}",
+              file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_BEFORE = pytest.StashKey[set]()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):

@@ -185,7 +185,9 @@ def test_hydra_compose_rejects_plain_typos_itself() -> None:
 
 
 @pytest.mark.parametrize("args", [["++train.typo_key=1"], ["+train.typo_key=1,2", "-m"],
-                                  ["model=no_such_model"]])
+                                  ["model=no_such_model"], ["train.seed=0,1"],
+                                  ["hydra.callbacks.sweep_report.baseline=[model/lws=off]", "-m"],
+                                  ["hydra.callbacks.sweep_report.baselin=[x]", "-m"]])
 def test_cli_unknown_key_is_one_line_exit_2_nothing_written(run_cli, tmp_path: Path,
                                                             args: list[str]) -> None:
     proc = run_cli(*args, check=False)
@@ -194,6 +196,60 @@ def test_cli_unknown_key_is_one_line_exit_2_nothing_written(run_cli, tmp_path: P
     assert len(errors) == 1 and errors[0].startswith(f"error: {args[0]}: ")
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no outputs/, no multirun/
+
+
+@pytest.mark.parametrize("argv, line", [
+    # a sweep value without -m: Hydra's five-line "Ambiguous value" before
+    (["train.seed=0,1"], "train.seed=0,1: several values are a sweep; add -m to run one job per "
+                         "value: python run.py -m train.seed=0,1"),
+    (["model=gqa_3kv", "model.lws.qkv_scalars=[0.25,1.0],[0.5,1.0]"],
+     "model.lws.qkv_scalars=[0.25,1.0],[0.5,1.0]: several values are a sweep; add -m to run one "
+     "job per value: python run.py -m model=gqa_3kv 'model.lws.qkv_scalars=[0.25,1.0],[0.5,1.0]'"),
+    # an override Hydra's grammar rejects: "no viable alternative at input" and HYDRA_FULL_ERROR
+    (["-m", "hydra.callbacks.sweep_report.baseline=[model/lws=off]"],
+     "hydra.callbacks.sweep_report.baseline=[model/lws=off]: Hydra cannot parse this override (no "
+     "viable alternative at input '[model/lws='); quote the value (list items one by one): "
+     "'hydra.callbacks.sweep_report.baseline=[\"model/lws=off\"]'"),
+    # a misspelt sweep report setting: "Key 'baselin' is not in struct" and a stack-trace hint
+    (["-m", "hydra.callbacks.sweep_report.baselin=[model.n_kv_heads=6]"],
+     "hydra.callbacks.sweep_report.baselin=[model.n_kv_heads=6]: baselin is not a sweep report "
+     "setting; did you mean hydra.callbacks.sweep_report.baseline? settings: baseline, last_k, "
+     "confidence, matched"),
+    (["-m", "hydra.callbacks.sweep_report.last_kk=2"],
+     "hydra.callbacks.sweep_report.last_kk=2: last_kk is not a sweep report setting; did you mean "
+     "hydra.callbacks.sweep_report.last_k? settings: baseline, last_k, confidence, matched"),
+])
+def test_command_line_mistakes_hydra_answers_at_length_get_one_line(argv: list[str],
+                                                                    line: str) -> None:
+    from olmo_exp.cli.overrides import check_argv, report_settings
+
+    with pytest.raises(ConfigError) as err:
+        check_argv(argv)
+    settings = ", ".join(report_settings())  # colleagues may add settings; the line lists them all
+    assert str(err.value) == line.replace("baseline, last_k, confidence, matched", settings)
+
+
+def test_the_quoted_form_shown_is_accepted() -> None:
+    from olmo_exp.cli.overrides import check_argv
+
+    check_argv(["-m", 'hydra.callbacks.sweep_report.baseline=["model/lws=off"]'])
+    check_argv(["-m", "train.seed=0,1"])
+    check_argv(["hydra.callbacks.sweep_report.last_k=2"])
+
+
+@pytest.mark.slow
+def test_data_prep_entry_leaves_only_the_data(tmp_path: Path) -> None:
+    """``python -m olmo_exp.data`` writes its data and nothing else where it runs: Hydra's run dir
+    (empty: the command writes nothing there) does not stay behind as an empty outputs/<time>/."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "olmo_exp.data", f"data.output_dir={tmp_path / 'data'}",
+                           "data.max_articles=12", "data.bpe_vocab_size=300",
+                           "data.sequence_length=16"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 @pytest.mark.slow

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -114,9 +116,9 @@ def test_step_console_lines_and_progress_bar(capsys: pytest.CaptureFixture, tmp_
         view = console.StepConsole(total_steps=4, world_size=2, progress_bar=True)
         view.start(2, checkpoint="ckpt/step2")
         view.log_metrics(3, {console.TRAIN_LOSS: 6.812, console.DEVICE_TPS: 1640.0,
-                             console.DEVICE_MFU: 38.2})
+                             console.DEVICE_MFU: 38.2}, ended=100.0)
         view.log_metrics(3, {console.VAL_LOSS: 6.801})
-        view.log_metrics(4, {console.TRAIN_LOSS: 6.5, console.DEVICE_TPS: 1700.0})
+        view.log_metrics(4, {console.TRAIN_LOSS: 6.5, console.DEVICE_TPS: 1700.0}, ended=101.0)
         view.finish()
     finally:
         for handler in root.handlers[:]:
@@ -273,3 +275,103 @@ def test_byte_counts_are_human_sized() -> None:
 
     assert [human_bytes(n) for n in (512, 1536, 12.3 * 2**20, 1.5 * 2**30)] == [
         "512 B", "1.5 KiB", "12.3 MiB", "1.5 GiB"]
+
+
+def _console_lines(feed) -> list[str]:
+    """What the console shows (``HH:MM:SS message``) for what ``feed(view_maker)`` logs."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(console._ConsoleFormatter(0))
+    logger = logging.getLogger(console.__name__)
+    logger.addHandler(handler)
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        feed()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    return stream.getvalue().splitlines()
+
+
+def test_step_lines_come_every_log_interval_with_their_own_steps_time() -> None:
+    """log_interval=10 over 23 steps whose metrics arrive in bursts (as olmo-core hands them over,
+    long after the steps): lines for steps 10, 20 and the last one (23), each stamped with the
+    time its step ended, and an eta from the steps' own times (one step per 60 s here) that does
+    not jump with the bursts."""
+    start = time.mktime((2026, 12, 7, 10, 0, 0, 0, 0, -1))  # 10:00:00 local, when step 1 ended
+    view = console.StepConsole(total_steps=23, log_interval=10)
+
+    def feed() -> None:
+        view.start(0, checkpoint=None)
+        for burst in (range(1, 11), range(11, 21), range(21, 24)):
+            for step in burst:  # the whole burst arrives at once, after its last step
+                view.log_metrics(step, {console.TRAIN_LOSS: 9.0 - step / 10},
+                                 ended=start + 60 * (step - 1))
+        view.show_last_step()
+
+    lines = _console_lines(feed)
+    assert lines[1:] == [
+        "10:09:00 step 10/23 · loss 8.00 · eta 13:00",
+        "10:19:00 step 20/23 · loss 7.00 · eta 3:00",
+        "10:22:00 step 23/23 · loss 6.70 · eta 0:00",
+    ], lines
+
+
+def test_an_evaluation_between_log_intervals_gets_its_line() -> None:
+    view = console.StepConsole(total_steps=20, log_interval=10)
+
+    def feed() -> None:
+        for step in range(1, 21):
+            metrics = {console.TRAIN_LOSS: 5.0}
+            if step == 15:
+                metrics[console.VAL_LOSS] = 4.5
+            view.log_metrics(step, metrics, ended=1000.0 + step)
+        view.show_last_step()  # step 20 was shown already: nothing more
+
+    shown = [[part for part in line.split(" ", 1)[1].split(" · ") if not part.startswith("eta")]
+             for line in _console_lines(feed)]
+    assert shown == [["step 10/20", "loss 5.00"], ["step 15/20", "loss 5.00", "val 4.50"],
+                     ["step 20/20", "loss 5.00"]], shown
+
+
+def test_log_interval_gives_the_documented_console_lines_and_metrics_records(
+        run_cli, tmp_path: Path) -> None:
+    """train.log_interval=10 over 23 steps, validation at step 15 (and at the end), checkpoints at
+    20 and 23: console lines and metrics.jsonl records at 10, 15, 20 and 23 (docs/training.md),
+    each record with the training time and tokens of every step since the one before (summed
+    over the file: the whole run's), and the time its own step ended (not when olmo-core passed
+    its metrics on), which is what the console line shows."""
+    run_dir = tmp_path / "run"
+    proc = run_cli(*TINY, "train.max_steps=23", "train.log_interval=10", "train.eval_interval=15",
+                   "train.checkpoint_interval=20", "train.warmup_steps=2", run_dir=run_dir,
+                   timeout=1800)  # a guard against a hang only: shared machines can be very slow
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [10, 15, 20, 23]
+    assert [r["step"] for r in records if console.VAL_LOSS in r] == [15, 23]
+    tokens_per_step = 4 * 64  # TINY: 4 sequences of 64 tokens, one rank
+    assert [r[console.STEP_TOKENS] for r in records] == [10 * tokens_per_step, 5 * tokens_per_step,
+                                                       5 * tokens_per_step, 3 * tokens_per_step]
+    for before, record in zip(records, records[1:], strict=False):
+        # The steps in between ran between the two records' times.
+        assert record["wall_time"] - before["wall_time"] >= record[console.STEP_TIME], (before, record)
+    lines = [line for line in proc.stdout.splitlines() if CONSOLE_STEP.match(line)]
+    train_lines = [line for line in lines if " · loss " in line]
+    assert [int(line.split()[2].split("/")[0]) for line in train_lines] == [10, 15, 20, 23], lines
+    for line, record in zip(train_lines, records, strict=True):
+        assert line[:8] == time.strftime("%H:%M:%S", time.localtime(record["wall_time"])), (line, record)
+    assert " · val " in train_lines[1]
+
+
+def test_hydras_own_lines_use_the_runs_format(run_cli, tmp_path: Path) -> None:
+    """A multirun's launcher lines (Hydra's own logger) read ``12:04:05 message`` like the run's,
+    not ``[2026-12-07 00:52:53,455][HYDRA] message``."""
+    proc = run_cli("dry_run=true", "model.n_layers=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                   "-m", timeout=1800)
+    launching = [line for line in proc.stdout.splitlines() if "Launching 2 jobs locally" in line]
+    assert len(launching) == 1 and re.fullmatch(r"\d\d:\d\d:\d\d Launching 2 jobs locally",
+                                                 launching[0]), proc.stdout
+    assert re.search(r"^\d\d:\d\d:\d\d \t#1 : .*model.n_layers=2$", proc.stdout, re.M)
+    assert "[HYDRA]" not in proc.stdout + proc.stderr

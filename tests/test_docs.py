@@ -346,7 +346,10 @@ def _check_pytest(command: Command, args: list[str]) -> None:
 
 
 def _is_cheap(command: Command) -> bool:
-    """Composing one config: the fast lane. Sweeps (every point) and subprocesses: slow."""
+    """The README's single runs (one config composed each): the fast lane. The pages' commands,
+    sweeps (every point) and modules (a subprocess each): slow, as they add up."""
+    if command.page != "README.md":
+        return False
     for part in _split_chain(command.text):
         words = _words(part)
         if words[:2] == ["python", "-m"] and words[2:3] and words[2].startswith("olmo_exp."):
@@ -427,3 +430,30 @@ def test_the_readme_is_a_landing_page() -> None:
     assert len(readme.splitlines()) <= 200
     first = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)[0].splitlines()
     assert first[0].endswith("&& python run.py") and first[1] == "OMP_NUM_THREADS=2 python -m pytest -q"
+
+
+def test_the_config_groups_table_names_every_option_and_key() -> None:
+    """docs/configuration.md's table of groups: every option file of each group and every key of
+    its dataclass (a key or option added without a word in the docs fails here)."""
+    import dataclasses
+    import typing
+
+    from olmo_exp.config.run import RunConfig
+
+    text = (REPO / "docs" / "configuration.md").read_text().split("## Config groups", 1)[1]
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if line.startswith("| `") and len(cells) == 4:
+            rows[cells[0].split()[0].strip("`")] = cells
+    hints = typing.get_type_hints(RunConfig)
+    nodes = {name: hints[name] for name in hints if dataclasses.is_dataclass(hints[name])}
+    nodes["model/lws"] = typing.get_type_hints(nodes["model"])["lws"]
+    for name, cls in nodes.items():
+        assert name in rows, f"docs/configuration.md: no row for {name}"
+        listed = set(re.findall(r"\w+", rows[name][3]))
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert fields <= listed, f"docs/configuration.md, {name}: keys {sorted(fields - listed)} missing"
+        options = {p.stem for p in (REPO / "conf" / name).glob("*.yaml")}
+        shown = set(re.findall(r"`(\w+)`", rows[name][1]))
+        assert options <= shown, f"docs/configuration.md, {name}: options {sorted(options - shown)} missing"

@@ -7,6 +7,8 @@
 - no module over 400 lines; the top level holds only the package's face and its entry point.
 
 ``__main__`` modules are entry points (``python -m olmo_exp.data``): they sit above every layer.
+A few commands are packages of their own (``python -m olmo_exp.export``): such a folder holds only
+its ``__init__`` and ``__main__``, the code being in ``cli/``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ LAYERS = ("base", "config", "data", "build", "runtime", "sweep", "cli", "bench")
 RANK = {name: i for i, name in enumerate(LAYERS)}
 RANK["cli"] = RANK["bench"]  # side by side at the top; neither imports the other
 TOP_LEVEL = {"__init__.py", "__main__.py"}
+# `python -m olmo_exp.NAME` commands: a folder with only __init__.py and __main__.py (no layer).
+ENTRY_POINTS = ("export", "evaluate", "generate")
 MAX_LINES = 400
 
 
@@ -159,7 +163,9 @@ def test_every_module_belongs_to_a_layer_and_stays_short() -> None:
     top = {p.name for p in PACKAGE.iterdir() if p.suffix == ".py"}
     assert top == TOP_LEVEL
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
-    assert folders == set(LAYERS)
+    assert folders == set(LAYERS) | set(ENTRY_POINTS)
+    for folder in ENTRY_POINTS:
+        assert {p.name for p in (PACKAGE / folder).glob("*.py")} == TOP_LEVEL, folder
     for folder in folders:
         assert ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text())), folder
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")

@@ -16,9 +16,17 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project built as a wheel and unpacked into a folder that shadows the editable install."""
+    import shutil
+
     tmp = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools writes build/ and *.egg-info/ into the tree it builds.
+    source = tmp / "source"
+    for name in ("olmo_exp", "conf", "sweeps", "pyproject.toml", "README.md", "LICENSE"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        copy(REPO / name, source / name,
+             **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp / "dist"), str(REPO)], check=True, capture_output=True)
+                    "-q", "-w", str(tmp / "dist"), str(source)], check=True, capture_output=True)
     (wheel,) = (tmp / "dist").glob("olmo_exp-*.whl")
     target = tmp / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",

@@ -177,3 +177,17 @@ def test_isoflop_with_too_few_sizes_says_so() -> None:
     assert fit.budgets[0].n_opt is None
     assert fit.budgets[0].problem.startswith("can't fit a parabola")
     assert fit.a is None and fit.problem.startswith("no power law for `uniform`")
+
+
+def test_the_shared_e_comparison_fits_one_e_for_both_arms() -> None:
+    """docs/scaling.md's shared-E numbers come from fit_coverage.shared_e_laws: on noiseless
+    losses of two arms with one E it finds that E and each arm's own alpha."""
+    from olmo_exp.sweep.fit_coverage import shared_e_laws
+
+    computes = np.logspace(13, 17, 5)
+    arm = Law(TRUE.E, 0.5, 0.35, TRUE.c_ref)
+    Ys = [np.asarray([law.loss(computes)]) for law in (TRUE, arm)]
+    laws = shared_e_laws(np.log(computes), Ys, np.full(5, 2.0), np.log(TRUE.c_ref))
+    for law, fitted in zip((TRUE, arm), laws, strict=True):
+        E, A, alpha = fitted[0]
+        assert abs(E / 2.0 - 1) < 0.01 and abs(alpha / law.alpha - 1) < 0.05, fitted

@@ -46,6 +46,8 @@ def main(cfg: DictConfig) -> None:
             logging.shutdown()  # close the job log before its directory goes
             remove_created_dir(run_dir)
         sys.exit(2)
+    if fresh and not any(run_dir.iterdir()):  # Hydra's run dir: nothing of this command in it
+        remove_created_dir(run_dir)
     splits = manifest.data["splits"]
     print(
         f"{manifest.root}: {manifest.data['articles']} articles; "

@@ -32,7 +32,7 @@ APPS: dict[str, dict[str, Any]] = {
             "train.global_batch_size": "sequences per step, all ranks together",
             "train.micro_batch_size": "sequences per forward/backward on one rank (null = all)",
             "train.lr": "peak learning rate (train.scheduler after train.warmup_steps)",
-            "train.log_interval": "steps between logged metrics (console line + metrics.jsonl)",
+            "train.log_interval": "steps between console lines and metrics.jsonl records",
             "train.eval_interval": "steps between validation losses (0 = off)",
             "train.checkpoint_interval": "steps between checkpoints (the last step is always saved)",
             "train.keep_last_checkpoints": "permanent checkpoints kept (null = all)",

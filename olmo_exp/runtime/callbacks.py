@@ -36,7 +36,7 @@ from torch.distributed.tensor import DTensor
 from olmo_exp.base.files import truncate_to_step, write_jsonl_atomic
 from olmo_exp.config.wandb import WandbConfig
 from olmo_exp.runtime import preemption
-from olmo_exp.runtime.console import STEP_TIME, STEP_TOKENS, StepConsole
+from olmo_exp.runtime.console import STEP_TIME, STEP_TOKENS, StepConsole, logged_step
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class MetricsFileCallback(Callback):
     """Writes one JSON object per logged step (olmo-core's metric names) to ``metrics.jsonl``, rank 0.
+
+    Logged steps (:func:`olmo_exp.runtime.console.logged_step`): every ``train.log_interval``-th
+    step (olmo-core's ``metrics_collect_interval``), every step with evaluation metrics, every
+    checkpointed step and the last step trained. olmo-core hands over every step's metrics; those
+    of the steps in between are not written, except their training time and tokens
+    (``STEP_TIME``/``STEP_TOKENS``), which are summed into the next record: summed over the file,
+    they are the run's training time and tokens. ``wall_time`` is when the step ended.
 
     The file is the truth at every moment (a kill leaves whole records): a step's record is appended
     when the step is first logged; olmo-core may log one step again (eval or checkpoint metrics
@@ -54,20 +61,59 @@ class MetricsFileCallback(Callback):
 
     path: Path = field(default_factory=lambda: Path("metrics.jsonl"))
     _records: list[dict[str, Any]] = field(default_factory=list)
+    _ended: dict[int, float] = field(default_factory=dict)
+    _pending: tuple[int, dict[str, float]] | None = None
+    """The latest step not written yet, with the training time and tokens summed since the last
+    record."""
 
     def pre_train(self) -> None:
+        self._ended.clear()
+        self._pending = None
         if get_rank() == 0:
             self._records = truncate_to_step(self.path, self.trainer.global_step)
+
+    def post_step(self) -> None:
+        self._ended[self.step] = time.time()
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         if get_rank() != 0:
             return
         values = {k: float(v) for k, v in metrics.items()}
         if self._records and self._records[-1].get("step") == step:
-            self._records[-1].update(values, wall_time=time.time())
+            # More of this step's metrics, arriving late (evaluation; or, when a checkpoint save
+            # flushed the metrics halfway through the step, the rest of the step's own).
+            last = self._records[-1]
+            for key in (STEP_TIME, STEP_TOKENS):
+                if key in values and key in last:
+                    values[key] += last[key]
+            last.update(values)
             write_jsonl_atomic(self.path, self._records)
             return
-        record = {"step": step, **values, "wall_time": time.time()}
+        if self._pending is not None:  # the steps in between: their training time and tokens
+            for key in (STEP_TIME, STEP_TOKENS):
+                if key in self._pending[1]:
+                    values[key] = values.get(key, 0.0) + self._pending[1][key]
+        self._pending = (step, values)
+        interval = self.trainer.metrics_collect_interval
+        if logged_step(step, metrics, interval):
+            self._write_pending()
+
+    def post_checkpoint_saved(self, path: Any) -> None:
+        # A resume starts at the checkpoint's step: its record holds the steps trained up to it.
+        if self._pending is not None and self._pending[0] == self.step:
+            self._write_pending()
+
+    def post_train(self) -> None:
+        self._write_pending()  # the last step trained, when it falls between log intervals
+
+    def _write_pending(self) -> None:
+        if get_rank() != 0 or self._pending is None:
+            return
+        step, values = self._pending
+        self._pending = None
+        ended = self._ended.pop(step, None) or time.time()
+        self._ended = {s: t for s, t in self._ended.items() if s > step}
+        record = {"step": step, **values, "wall_time": ended}
         self._records.append(record)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")  # one write: whole, or torn and dropped on resume
@@ -303,26 +349,34 @@ class ConsoleCallback(ConsoleLoggerCallback):
     progress_bar: bool = False
     _view: StepConsole | None = None
     _trained: bool = False
+    _ended: dict[int, float] = field(default_factory=dict)
 
     def pre_train(self) -> None:
         if get_rank() != 0:
             return
         trainer = self.trainer
         self._view = StepConsole(total_steps=trainer.max_steps or 0, world_size=self.world_size,
-                                 progress_bar=self.progress_bar)
+                                 progress_bar=self.progress_bar,
+                                 log_interval=trainer.metrics_collect_interval)
         loaded = trainer.checkpoint_loaded and trainer.global_step > 0
         self._view.start(trainer.global_step,
                          checkpoint=f"{trainer.save_folder}/step{trainer.global_step}" if loaded
                          else None)
 
     def post_step(self) -> None:
-        pass  # olmo-core's progress marker between logged steps: the step lines say it all
+        # When the step ended: its line carries that time, whenever olmo-core passes its metrics on.
+        # (olmo-core's own progress marker between logged steps is not shown.)
+        self._ended[self.step] = time.time()
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         if self._view is not None:
-            self._view.log_metrics(step, metrics)
+            # A step not over yet (metrics flushed by a checkpoint save inside it): now.
+            self._view.log_metrics(step, metrics, ended=self._ended.get(step, time.time()))
+            self._ended = {s: t for s, t in self._ended.items() if s >= step}
 
     def post_train(self) -> None:
+        if self._view is not None:
+            self._view.show_last_step()
         self._trained = True  # the end line waits for close(): after the final generation, eval
 
     def close(self) -> None:

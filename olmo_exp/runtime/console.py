@@ -9,7 +9,10 @@
   every job of a multirun): the console shows rank 0's messages (and errors of any rank, marked
   with the rank); ``train.log`` in the run directory gets rank 0's full detail.
 - :class:`StepConsole` turns olmo-core's metrics into ``step 45/100 · loss 6.81 · val 6.80 ·
-  3,280 tok/s · eta 0:31`` lines, or a progress bar where stdout is a terminal (not under SLURM).
+  3,280 tok/s · eta 0:31`` lines, or a progress bar where stdout is a terminal (not under SLURM):
+  one line per :func:`logged_step` (every ``train.log_interval`` steps, evaluations, the last
+  step), stamped with the time its step ended, not the time olmo-core handed its metrics over
+  (olmo-core collects every step's metrics and passes them on in bursts).
   ``train.console=full`` brings back olmo-core's own metrics block and module listing instead.
 
 Light on purpose (stdlib only at import): it is imported by every command, ``--help`` included.
@@ -102,7 +105,21 @@ RANK_OUTPUT_ENV = "OLMO_EXP_RANK_OUTPUT"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class _ConsoleFormatter(logging.Formatter):
+STEP_TIME_ATTR = "step_ended"
+"""A log record's ``extra``: when the step it reports ended (``time.time()``); formatters stamp
+the record with it instead of the moment it was logged."""
+
+
+class _StepTimeFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        ended = getattr(record, STEP_TIME_ATTR, None)
+        if ended is None:
+            return super().formatTime(record, datefmt)
+        stamped = logging.makeLogRecord({"created": ended, "msecs": (ended % 1) * 1000})
+        return super().formatTime(stamped, datefmt)
+
+
+class _ConsoleFormatter(_StepTimeFormatter):
     """``12:04:05 message`` for INFO; level and logger name for anything more severe."""
 
     def __init__(self, rank: int):
@@ -146,6 +163,11 @@ class _ConsoleHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+def hydra_log_formatter() -> logging.Formatter:
+    """Hydra's own log lines (``conf/hydra/hydra_logging/olmo.yaml``) in the run's format."""
+    return _ConsoleFormatter(0)
+
+
 def rank_from_env() -> int:
     """This process's global rank before the process group exists (torchrun, submitit tasks)."""
     if "RANK" in os.environ:
@@ -176,7 +198,7 @@ def configure_logging(*, log_file: Path | None = None, rank: int = 0, full: bool
     console.setFormatter(_ConsoleFormatter(rank))
     if rank != 0:
         if os.environ.get(RANK_OUTPUT_ENV) == "files":  # its own file in logs/: the file format
-            console.setFormatter(logging.Formatter(f"[rank {rank}] {FILE_FORMAT}"))
+            console.setFormatter(_StepTimeFormatter(f"[rank {rank}] {FILE_FORMAT}"))
         else:  # a console shared with rank 0
             console.setLevel(logging.ERROR)
     elif not full:
@@ -186,7 +208,7 @@ def configure_logging(*, log_file: Path | None = None, rank: int = 0, full: bool
     root.addHandler(console)
     if log_file is not None and rank == 0:
         file = logging.FileHandler(log_file, delay=True)  # a rejected run creates no file
-        file.setFormatter(logging.Formatter(FILE_FORMAT))
+        file.setFormatter(_StepTimeFormatter(FILE_FORMAT))
         if not full:
             file.addFilter(_NoModuleListing())
         root.addHandler(file)
@@ -241,6 +263,13 @@ def step_fields(metrics: dict[str, float], *, val_loss: float | None, world_size
     return parts
 
 
+def logged_step(step: int, metrics: dict[str, float], interval: int) -> bool:
+    """Whether a step gets a console line and a ``metrics.jsonl`` record: every ``interval``-th
+    step (``train.log_interval``) and every step with evaluation metrics. (The last step trained
+    gets one too; only the trainer knows which that is: see the callbacks' ``post_train``.)"""
+    return step > 0 and (step % max(interval, 1) == 0 or any(k.startswith("eval/") for k in metrics))
+
+
 STEP_LINE = re.compile(r"^step (\d+)/(\d+)( · [^·]+)+$")
 """What every per-step line looks like (tests and log readers rely on it)."""
 
@@ -256,10 +285,12 @@ class StepConsole:
     total_steps: int
     world_size: int = 1
     progress_bar: bool = False
+    log_interval: int = 1
     _val_loss: float | None = None
     _first: tuple[int, float] | None = None
     _last_step: int = 0
     _last_train: dict[str, float] | None = None
+    _unshown: tuple[int, dict[str, float], float | None] | None = None
     _started_at: float = 0.0
 
     def start(self, step: int, *, checkpoint: str | None) -> None:
@@ -276,38 +307,56 @@ class StepConsole:
             _bar = tqdm(total=self.total_steps, initial=step, file=sys.stdout,
                         bar_format="step {n}/{total} |{bar:24}| {desc}")
 
-    def _eta(self, step: int) -> float | None:
-        now = time.monotonic()
+    def _eta(self, step: int, ended: float | None) -> float | None:
+        """From the steps' own end times: the same whether lines come one by one or in a burst."""
+        if ended is None:
+            return None
         if self._first is None:
-            self._first = (step, now)
+            self._first = (step, ended)
             return None
         first_step, first_time = self._first
         if step <= first_step:
             return None
-        return (self.total_steps - step) * (now - first_time) / (step - first_step)
+        return (self.total_steps - step) * (ended - first_time) / (step - first_step)
 
-    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+    def log_metrics(self, step: int, metrics: dict[str, float], ended: float | None = None) -> None:
+        """One step's metrics; ``ended``: when that step ended (``time.time()``), which may be
+        well before olmo-core hands its metrics over."""
         if VAL_LOSS in metrics:
             self._val_loss = metrics[VAL_LOSS]
         if TRAIN_LOSS in metrics:
+            if self._first is None and ended is not None:
+                self._first = (step, ended)  # the eta's origin: the first step seen, shown or not
+            self._last_train = metrics
+            self._last_step = step
+            if not logged_step(step, metrics, self.log_interval):
+                self._unshown = (step, metrics, ended)  # shown only if it is the last one
+                return
+            self._unshown = None
             # val only where it was computed: an older one beside this step's loss would read as
             # current (it is in the end line, and on its own step's line).
             fields = step_fields(metrics, val_loss=metrics.get(VAL_LOSS),
-                                 world_size=self.world_size, eta_s=self._eta(step))
-            self._last_train = metrics
+                                 world_size=self.world_size, eta_s=self._eta(step, ended))
         elif VAL_LOSS in metrics:  # validation at a step whose line is already out
             fields = [f"val {self._val_loss:.2f}"]
         else:
             return
-        self._last_step = step
-        self._emit(step, fields)
+        self._emit(step, fields, ended)
 
-    def _emit(self, step: int, fields: list[str]) -> None:
+    def show_last_step(self) -> None:
+        """Training ended (its budget, a stop, a signal) on a step between log intervals: its line."""
+        if self._unshown is not None:
+            step, metrics, ended = self._unshown
+            self._unshown = None
+            self._emit(step, step_fields(metrics, val_loss=None, world_size=self.world_size,
+                                         eta_s=self._eta(step, ended)), ended)
+
+    def _emit(self, step: int, fields: list[str], ended: float | None = None) -> None:
         line = " · ".join([f"step {step}/{self.total_steps}", *fields])
         if _bar is not None:
             _bar.update(step - _bar.n)
             _bar.set_description_str(" · ".join(fields), refresh=True)
-        log.info(line, extra={"step_line": True})
+        log.info(line, extra={"step_line": True, STEP_TIME_ATTR: ended})
 
     def close_bar(self) -> None:
         global _bar

@@ -153,6 +153,10 @@ def search(pair: Pair, overrides: list[str] = (), low: float = 1.0, high: float 
 
 def main(argv: list[str] | None = None) -> int:
     overrides = sys.argv[1:] if argv is None else argv
+    if overrides[:1] in (["-h"], ["--help"]):
+        print("usage: python -m olmo_exp.sweep.match [overrides]  (each equal-budget pair's match "
+              "and the best model.lws.fnn_scalars[1])")
+        return 0
     try:
         for pair in PAIRS:
             top, best = search(pair, overrides)

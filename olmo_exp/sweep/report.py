@@ -100,7 +100,7 @@ def read_job(run_dir: Path, job: int, overrides: list[str] | None, dry_run: bool
     metrics = data.metrics = read_metrics(run_dir)
     if metrics:
         row.step = max(r.get("step", 0) for r in metrics)
-        data.extra = arm_report.extra_eval_metrics(metrics)
+        data.extra = {**arm_report.extra_eval_metrics(metrics), **offline_eval_metrics(run_dir)}
         train = [r[TRAIN_LOSS] for r in metrics if TRAIN_LOSS in r]
         row.final_train_loss = train[-1] if train else None
         evals = [r for r in metrics if VAL_LOSS in r]
@@ -151,6 +151,17 @@ def job_status(run_dir: Path, row: JobRow, target: int | None, *, dry_run: bool)
     if dry_run and row.step is None:
         return "dry run", ""
     return "running", ""
+
+
+def offline_eval_metrics(run_dir: Path) -> dict[str, float]:
+    """The latest ``eval-stepN.json`` that ``python -m olmo_exp.evaluate`` wrote into the run dir,
+    as extra columns ``evaluate/<metric>`` (+ ``evaluate/step``); none if there is none."""
+    found = {int(p.stem[9:]): p for p in run_dir.glob("eval-step*.json") if p.stem[9:].isdigit()}
+    if not found:
+        return {}
+    record = json.loads(found[max(found)].read_text())
+    return {"evaluate/step": record["step"],
+            **{f"evaluate/{k}": v for k, v in record.get("metrics", {}).items()}}
 
 
 def training_speed(metrics: list[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -346,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] in ("-h", "--help"):
         print("usage: python -m olmo_exp.sweep.report <sweep dir>  (writes report.csv/.md/.png there)")
-        return 2
+        return 0 if args[:1] in (["-h"], ["--help"]) else 2
     sweep_dir = Path(args[0])
     if not sweep_dir.is_dir():
         print(f"error: sweep dir={str(sweep_dir)!r} is invalid: not a directory", file=sys.stderr)
