@@ -101,7 +101,7 @@ TRAIN_KEYS = ("max_steps, max_tokens, global_batch_size, micro_batch_size, lr, b
               "weight_decay, scheduler, warmup_steps, alpha_f, max_grad_norm, z_loss_multiplier, "
               "checkpoint_interval, ephemeral_checkpoint_interval, keep_last_checkpoints, "
               "num_workers, eval_interval, eval_tokens, log_interval, seed, stop_at_step, "
-              "peak_tflops, console")
+              "peak_tflops, init_from, init_kv, console")
 TOP_LEVEL = ("valid: top-level keys (model, dist, data, train, generate, wandb, cluster, eval, dry_run) "
              "and groups (cluster, data, dist, eval, model, model/lws, sweep, train)")
 

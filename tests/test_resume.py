@@ -58,6 +58,7 @@ def test_changed_train_settings_are_listed_and_every_config_kept(
     ("data.sequence_length=128", "data.sequence_length"),
     ("data.max_articles=10", "data.max_articles"),
     ("model.n_layers=2", "model"),
+    ("train.init_from=/another/run", "train.init_from"),  # the weights the checkpoints grew from
 ])
 def test_what_changes_the_data_order_or_the_model_is_refused(resumable: Path, override: str,
                                                             key: str) -> None:

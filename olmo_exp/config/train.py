@@ -37,6 +37,13 @@ class ConsoleMode(str, Enum):
     full = "full"
 
 
+class InitKV(str, Enum):
+    """How ``train.init_from``'s K and V projections become this model's."""
+
+    exact = "exact"  # every tensor's shape must match the source's
+    mean_pool = "mean_pool"  # fewer KV heads than the source: each group's heads averaged (GQA §2)
+
+
 class Schedule(str, Enum):
     """olmo-core's LR schedulers (olmo_core/optim/scheduler.py): linear warmup, then a decay to
     ``alpha_f`` x lr over the run."""
@@ -94,6 +101,13 @@ class TrainConfig:
     peak_tflops: float | None = None
     """The GPU's dense bf16 peak (TFLOP/s), the denominator of MFU; null = from the device name
     (olmo_exp/build/peaks.py). No MFU for fp32 runs, on CPU, or on a GPU the table lacks."""
+    init_from: str | None = None
+    """Start from other weights: a run directory (its latest checkpoint) or a Hugging Face OLMo-2
+    directory. Step 0, a fresh optimizer and schedule; a run dir that already holds checkpoints
+    resumes from them instead (the source is then not read). null = olmo-core's random init."""
+    init_kv: InitKV = InitKV.exact
+    """exact: init_from's tensors must have this model's shapes; mean_pool: a source with more KV
+    heads (a multiple) is pooled into this model's, as in MHA -> GQA uptraining."""
     console: ConsoleMode = ConsoleMode.compact
     """compact: one line per logged step (a progress bar on a terminal); full: olmo-core's metrics
     block and log messages, module listing included (see olmo_exp/runtime/console.py)."""
@@ -127,6 +141,13 @@ class TrainConfig:
         if self.stop_at_step is not None and not 0 < self.stop_at_step <= self.max_steps:
             raise ConfigError("train.stop_at_step", self.stop_at_step,
                               f"must be null or in 1..train.max_steps={self.max_steps}")
+        if self.init_from is not None and not str(self.init_from).strip():
+            raise ConfigError("train.init_from", self.init_from,
+                              "a run directory or a Hugging Face OLMo-2 directory, or null")
+        if InitKV(self.init_kv) == InitKV.mean_pool and self.init_from is None:
+            raise ConfigError("train.init_kv", InitKV.mean_pool.value,
+                              "pools the KV heads of train.init_from's model: set train.init_from, "
+                              "or train.init_kv=exact")
         if self.stop_at_step is not None and self.checkpoint_interval == 0:
             raise ConfigError("train.stop_at_step", self.stop_at_step,
                               "must be null with train.checkpoint_interval=0 (nothing to resume from)")

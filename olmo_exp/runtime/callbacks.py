@@ -347,6 +347,8 @@ class ConsoleCallback(ConsoleLoggerCallback):
 
     world_size: int = 1
     progress_bar: bool = False
+    start_from: str | None = None
+    """Where a fresh run's weights came from (train.init_from); None = a random init."""
     _view: StepConsole | None = None
     _trained: bool = False
     _ended: dict[int, float] = field(default_factory=dict)
@@ -361,7 +363,7 @@ class ConsoleCallback(ConsoleLoggerCallback):
         loaded = trainer.checkpoint_loaded and trainer.global_step > 0
         self._view.start(trainer.global_step,
                          checkpoint=f"{trainer.save_folder}/step{trainer.global_step}" if loaded
-                         else None)
+                         else None, start_from=self.start_from)
 
     def post_step(self) -> None:
         # When the step ended: its line carries that time, whenever olmo-core passes its metrics on.

@@ -293,14 +293,14 @@ class StepConsole:
     _unshown: tuple[int, dict[str, float], float | None] | None = None
     _started_at: float = 0.0
 
-    def start(self, step: int, *, checkpoint: str | None) -> None:
+    def start(self, step: int, *, checkpoint: str | None, start_from: str | None = None) -> None:
         global _bar
         self._started_at = time.monotonic()
         self._last_step = step
         if checkpoint:
             log.info("resuming at step %d of %d from %s", step, self.total_steps, checkpoint)
         else:
-            log.info("training %d steps from scratch", self.total_steps)
+            log.info("training %d steps from %s", self.total_steps, start_from or "scratch")
         if self.progress_bar:
             from tqdm import tqdm
 

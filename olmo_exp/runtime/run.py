@@ -46,6 +46,7 @@ IDENTITY_KEYS = (
     "data.max_articles", "data.validation_fraction", "data.shard_size_mb", "data.tokenizer",
     "data.bpe_vocab_size", "data.sequence_length", "data.token_files",
     "data.validation_token_files", "data.token_dtype", "train.seed", "train.global_batch_size",
+    "train.init_from", "train.init_kv",  # the weights the checkpoints grew from
 )
 _MISSING = object()
 
@@ -119,6 +120,23 @@ class Run:
             log.info("resuming with train settings changed since the last attempt: %s",
                      ", ".join(changed))
 
+    def check_init(self, tokenizer_vocab_size: int) -> None:
+        """``train.init_from``: the source exists and each of its tensors fits the model (shapes
+        only), before data prep. Skipped when the run dir holds a checkpoint: the run resumes from
+        it, and check_run_dir has made sure that it grew from the same source."""
+        from olmo_exp.build.init_from import check_init, has_checkpoint, hf_settings_mismatch
+
+        train, model = self.config.train, self.config.model
+        if train.init_from is None or has_checkpoint(self.checkpoint_dir):
+            return
+        model_config = model.build_config(model.padded_vocab_size(tokenizer_vocab_size))
+        source = check_init(train.init_from, train.init_kv, model_config)
+        train.init_from = source.path  # absolute: the ranks may start elsewhere
+        differ = hf_settings_mismatch(source, model_config)
+        if differ and console.rank_from_env() == 0:
+            log.warning("train.init_from: the HF model's config differs from this model's: %s",
+                        "; ".join(differ))
+
     def _composed(self) -> DictConfig:
         """This attempt's config as .hydra/config.yaml holds it: the budget as given, not resolved."""
         node = self.hydra_files.get("config.yaml")
@@ -140,6 +158,7 @@ class Run:
                 check_launcher_mode()
             tokenizer = check_run(self.config)
             self.check_run_dir()
+            self.check_init(tokenizer.vocab_size)
         except ConfigError as e:
             self._reject(e)
         world = topo.topology(self.config.dist)

@@ -37,10 +37,11 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
     Module-level and fed plain data, so that torch's elastic launcher can start it in new processes.
     """
     from olmo_core.data import NumpyDataLoaderConfig
-    from olmo_core.distributed.utils import get_rank, get_world_size
+    from olmo_core.distributed.utils import broadcast_object, get_rank, get_world_size
     from olmo_core.utils import setup_logging
 
     from olmo_exp.build.eval import eval_callbacks
+    from olmo_exp.build.init_from import init_model, start_source
     from olmo_exp.data.manifest import Manifest
     from olmo_exp.data.prep import load_tokenizer
     from olmo_exp.runtime.callbacks import (
@@ -72,6 +73,13 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
     model_config = cfg.model.build_config(cfg.model.padded_vocab_size(manifest.vocab_size))
     model_config.init_seed = train.seed
     summary = run_summary(cfg, model_config, world)
+    # train.init_from: the source's weights replace olmo-core's init below, unless this run dir
+    # already holds a checkpoint: then the trainer resumes from it and the source is not read.
+    # Rank 0 decides, so that all ranks read the same source checkpoint.
+    init_source = broadcast_object(
+        start_source(train.init_from, run_dir / "checkpoints") if get_rank() == 0 else None)
+    summary["init"] = (init_source.record(train.init_kv) if init_source is not None
+                       else previous_init(run_dir))
     # Which token files trained this model: prepared shards, or data=tokens files in place.
     summary["data"] = {"dir": str(manifest.root), "dtype": manifest.dtype,
                        "tokenizer": manifest.data["tokenizer"]["identity"],
@@ -88,6 +96,11 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         autocast_precision=dist.autocast_precision(on_gpu), ac_config=dist.ac_config(),
         compile_model=dist.compile_enabled(on_gpu),
     ).build(model_config.build(init_device="meta"))
+    if init_source is not None:  # before the first step: AdamW's state is still empty
+        init_model(train_module.model, init_source, train.init_kv, model_config)
+        if get_rank() == 0:
+            log.info("weights from %s (train.init_kv=%s); step 0, fresh optimizer",
+                     init_source.describe(), train.init_kv.value)
 
     # data group -> olmo-core dataset and loader over the manifest's token files
     work_dir = str(run_dir / "dataset-work")
@@ -122,8 +135,9 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
             eval_interval=interval, eval_on_finish=on_finish, tasks=cfg.eval.tasks,
             max_examples=cfg.eval.max_examples, context=cfg.model.max_sequence_length))
     if train.console == ConsoleMode.compact:  # replaces olmo-core's block (train.trainer_config)
-        callbacks["console"] = ConsoleCallback(world_size=get_world_size(),
-                                               progress_bar=console.want_progress_bar())
+        callbacks["console"] = ConsoleCallback(
+            world_size=get_world_size(), progress_bar=console.want_progress_bar(),
+            start_from=None if init_source is None else init_source.describe())
     if preemption.in_sweep_job():  # the time-limit signal stops all ranks after one step, checkpointed
         callbacks["requeue"] = RequeueCallback()
     if cfg.wandb.enabled:
@@ -153,3 +167,13 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         plot_run(run_dir, tokens_per_step=train.global_batch_size * seq_len)
     if trainer.is_canceled:
         preemption.requeue_if_signaled(trainer.global_step)  # submitit requeues; the next attempt resumes
+
+
+def previous_init(run_dir: Path) -> dict[str, Any] | None:
+    """A resumed run's ``init`` as its first attempt recorded it (None: a random start)."""
+    import json
+
+    try:
+        return json.loads((run_dir / SUMMARY_FILE).read_text()).get("init")
+    except (OSError, ValueError):
+        return None
