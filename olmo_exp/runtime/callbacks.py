@@ -171,12 +171,9 @@ class TrainStepTimer(Callback):
     """Each step's training time alone (forward, backward, optimizer step; no evaluation,
     generation, checkpointing or logging, which olmo-core's per-step TPS counts) and the tokens
     this rank trained in it, recorded per step into ``metrics.jsonl``. The sweep report sums them
-    over the file's records, so tokens/s and training time continue across requeues.
-
-    Callbacks run in order of priority, highest first, and olmo-core's checkpointer (priority 1)
-    saves inside ``post_train_batch``: the clock must stop before any other callback's
-    ``post_train_batch`` runs, so this one runs first of all.
-    """
+    over the file's records, so tokens/s and training time continue across requeues. Callbacks
+    run by priority, highest first; the checkpointer (1) saves in ``post_train_batch``: this one
+    stops its clock before any other's."""
 
     priority: ClassVar[int] = 100
 
