@@ -30,16 +30,23 @@ from olmo_exp.sweep.launcher import validate_for_layout
 PLAIN = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4"]
 
 
-# What sinfo would say, per partition (None = the default one): the fast tests do not depend on
-# the cluster (or its absence) on the machine that runs them.
-PARTITION_GPUS = {None: 0, "debug": 0, "gpu": 8}
+# What `sinfo -h -o "%P|%G|%f|%N"` prints on a cluster (one line per node group of a partition,
+# "*" after the default partition, "(null)" for no GRES or no features), read by the real parser:
+# the fast tests do not depend on the cluster (or its absence) on the machine that runs them.
+SINFO_OUT = """debug*|(null)|(null)|cpu[001-004]
+gpu|gpu:h100:8(S:0-1)|h100,ib|gpu[001-016]
+mixed|gpu:h100:8(S:0-1)|h100,ib|gpu[017-020]
+mixed|gpu:a100:4(S:0)|a100|gpu[021-022]
+mixed|(null)|cpu|cpu[005-008]
+shard|gpu:8,shard:16|(null)|s[01-02]
+"""
 
 
 @pytest.fixture(autouse=True)
-def _fake_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fake_sinfo(monkeypatch: pytest.MonkeyPatch) -> None:
     from olmo_exp.config import cluster
 
-    monkeypatch.setattr(cluster, "partition_gpus", PARTITION_GPUS.get)
+    monkeypatch.setattr(cluster, "sinfo_groups", lambda: tuple(cluster.parse_sinfo(SINFO_OUT)))
 
 
 def launcher(*overrides: str, name: str = "slurm") -> dict:
@@ -79,6 +86,79 @@ def test_tasks_per_node_rule() -> None:
     assert [tasks_per_node(None, None), tasks_per_node(None, 0), tasks_per_node(None, 4),
             tasks_per_node(2, None), tasks_per_node(2, 8)] == [1, 1, 4, 2, 2]
     assert tasks_per_node(None, 4, "single") == 1
+
+
+def test_sinfo_lines_are_read_as_node_groups() -> None:
+    from olmo_exp.config.cluster import parse_sinfo
+
+    groups = parse_sinfo(SINFO_OUT)
+    assert [(g.partition, g.default, g.gpus, sorted(g.features), g.nodes) for g in groups] == [
+        ("debug", True, 0, [], "cpu[001-004]"),
+        ("gpu", False, 8, ["h100", "ib"], "gpu[001-016]"),
+        ("mixed", False, 8, ["h100", "ib"], "gpu[017-020]"),
+        ("mixed", False, 4, ["a100"], "gpu[021-022]"),
+        ("mixed", False, 0, ["cpu"], "cpu[005-008]"),
+        ("shard", False, 8, [], "s[01-02]"),  # gpu:8,shard:16: 8 GPUs, shards are not GPUs
+    ]
+
+
+@pytest.mark.parametrize(("partition", "constraint", "gpus"), [
+    (None, None, 0), ("debug", None, 0), ("gpu", None, 8), ("shard", None, 8), ("nope", None, None),
+    ("mixed", "h100", 8), ("mixed", "a100", 4), ("mixed", "cpu", 0), ("mixed", "h100&ib", 8),
+    ("mixed", "[a100|cpu]", None),  # either: the constraint still leaves nodes that differ
+    ("mixed", "v100", None),  # no such nodes: sbatch will say so
+])
+def test_partition_gpus_reads_the_nodes_a_job_may_get(partition, constraint, gpus) -> None:
+    from olmo_exp.config.cluster import partition_gpus
+
+    if partition == "mixed" and constraint == "[a100|cpu]":
+        with pytest.raises(ConfigError, match="gpu\\[021-022\\]: gpu:a100:4"):
+            partition_gpus(partition, constraint)
+        return
+    assert partition_gpus(partition, constraint) == gpus
+
+
+def test_a_partition_of_nodes_that_differ_is_refused_in_one_line() -> None:
+    """A GPU partition that also holds CPU-only nodes: the job could land on either, and would
+    then train on CPU unnoticed. One line names the node groups and the two ways to pick."""
+    from olmo_exp.config.cluster import check_partition_gpus
+
+    cfg = compose(["hydra/launcher=slurm", "dist=fsdp", "cluster.partition=mixed"], hydra=True)
+    with pytest.raises(ConfigError) as err:
+        check_partition_gpus(cfg.hydra.launcher)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("cluster.partition='mixed'")
+    for part in ("gpu[017-020]: gpu:h100:8(S:0-1)", "gpu[021-022]: gpu:a100:4(S:0)",
+                 "cpu[005-008]: no GPUs", "cluster.gpus_per_node", "cluster.constraint"):
+        assert part in message, (part, message)
+    # Saying which nodes: a constraint (GPUs from those nodes), or the GPUs themselves.
+    for picked, gpus in ((["cluster.constraint=h100"], 8), (["cluster.constraint=cpu"], None),
+                         (["cluster.gpus_per_node=4"], 4), (["hydra.launcher.gpus_per_node=0"], 0)):
+        cfg = compose(["hydra/launcher=slurm", "dist=fsdp", "cluster.partition=mixed", *picked],
+                      hydra=True)
+        check_partition_gpus(cfg.hydra.launcher)
+        assert OmegaConf.select(cfg, "hydra.launcher.gpus_per_node") == gpus, picked
+    # The default partition of this cluster has one kind of node: nothing to refuse.
+    check_partition_gpus(compose(["hydra/launcher=slurm"], hydra=True).hydra.launcher)
+
+
+def test_loader_workers_beyond_a_tasks_cpus_get_one_line() -> None:
+    """train=olmo2 starts 4 data-loader workers per rank; a SLURM task gets 1 CPU unless the
+    profile asks for more: the sweep says so once, with the setting that fixes it."""
+    from olmo_exp.config.cluster import loader_cpus_notice
+    from olmo_exp.config.compose import run_config
+
+    def notice(*overrides: str) -> str:
+        cfg = compose(["hydra/launcher=slurm", *overrides], hydra=True)
+        cpus = OmegaConf.select(cfg, "hydra.launcher.cpus_per_task")
+        return loader_cpus_notice(run_config(cfg).train.num_workers, cpus)
+
+    line = notice("train=olmo2")
+    assert "\n" not in line and line.startswith("train.num_workers=4 data-loader workers per rank")
+    assert "SLURM's default of 1" in line and "cluster.cpus_per_task=5" in line, line
+    assert "cluster.cpus_per_task=2" in notice("train=olmo2", "cluster.cpus_per_task=2")
+    assert notice("train=olmo2", "cluster.cpus_per_task=5") == ""
+    assert notice("train=olmo2", "train.num_workers=0") == notice() == ""  # smoke: no workers
 
 
 def test_gpu_partition_gets_its_gpus_by_default() -> None:
@@ -212,6 +292,30 @@ def test_slurm_without_sbatch_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # starts processes
+def test_mixed_partition_refused_before_submission(tmp_path: Path) -> None:
+    """The command line on a cluster whose sinfo prints a partition of GPU and CPU-only nodes (a
+    stand-in sinfo printing those lines; an sbatch that would fail the test if it ran): one line,
+    exit 2, nothing submitted, no sweep dir."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sinfo").write_text(f"#!/bin/sh\ncat <<'EOF'\n{SINFO_OUT}EOF\n")
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ntouch {tmp_path}/sbatch-ran\nexit 1\n")
+    for tool in ("sinfo", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    env = {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin"}
+    proc = cli("-m", "hydra/launcher=slurm", "cluster.partition=mixed", "train.seed=1,2",
+               cwd=cwd, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = error_lines(proc)
+    assert line.startswith("error: cluster.partition='mixed' is invalid: has nodes with "
+                           "different GPUs (gpu[017-020]: gpu:h100:8(S:0-1)"), line
+    assert "Traceback" not in proc.stderr
+    assert list(cwd.iterdir()) == [] and not (tmp_path / "sbatch-ran").exists()
+
+
+@pytest.mark.slow  # starts processes
 @pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs SLURM's sbatch on PATH")
 def test_refused_submission_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
     """sbatch present but the cluster unusable (here: an empty configuration, which sbatch refuses
@@ -282,15 +386,16 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}", f"data.output_dir={data_dir}",
             *TINY, *PLAIN, "train.max_steps=10", "data=files", "data.tokenizer=bpe", "data.bpe_vocab_size=512",
-            f"data.path={good},{bad},{good}"]
+            f"data.path={good},{bad},{good}", "train.eval_interval=4", "train.eval_tokens=128"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Job #2's task gets USR2 once it has logged step 3, as at submitit's time limit.
+    # Job #2's task gets USR2 once it has logged step 5, as at submitit's time limit: it stops at
+    # a step off the evaluation schedule (6 or 7).
     metrics = sweep / "2" / "metrics.jsonl"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.exists() and any(r["step"] >= 3 for r in read_jsonl(metrics)):
+        if metrics.exists() and any(r["step"] >= 5 for r in read_jsonl(metrics)):
             break
         time.sleep(0.1)
     pids = _task_pids(sweep, holding=sweep / "2")
@@ -324,9 +429,14 @@ def test_local_sweep_survives_a_failed_job_and_a_requeue(data_dir: Path, tmp_pat
     assert "Requeued job" in text and resumed in text
     assert text.index("Requeued job") < text.index(resumed)
     assert losses(sweep / "2") == losses(sweep / "0")
+    # Evaluations on their schedule only (every 4 steps and at the end), not at the stop as well.
+    for job in (0, 2):
+        evaluated = [r["step"] for r in read_jsonl(sweep / str(job) / "metrics.jsonl")
+                     if any(k.startswith("eval/") for k in r)]
+        assert evaluated == [4, 8, 10], (job, evaluated)
     # Retention spans attempts: the newest train.keep_last_checkpoints (3) of both attempts' saves.
     kept = sorted(int(p.name[4:]) for p in (sweep / "2" / "checkpoints").glob("step*"))
-    assert kept == [6, 9, 10], kept
+    assert kept == sorted({3, 6, int(stop[1]), 9, 10})[-3:], kept
     assert sorted(losses(sweep / "0")) == list(range(1, 11))
 
 

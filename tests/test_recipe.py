@@ -63,6 +63,44 @@ def test_token_budget_rounds_up_to_whole_steps() -> None:
     assert (config.train.max_steps, config.train.max_tokens) == (2, 2049)
 
 
+def typed(*overrides: str, hydra: bool = False) -> RunConfig:
+    """The RunConfig run.py's task receives for this command line (``hydra``: as a sweep point's
+    config, whose ``hydra.overrides.task`` are the point's overrides), validated."""
+    from conftest import compose
+
+    from olmo_exp.config.compose import compose_run as compose_typed
+    from olmo_exp.config.compose import run_config
+
+    config = run_config(compose(overrides, hydra=True)) if hydra else compose_typed(list(overrides))
+    config.validate(CPU_HOST)
+    return config
+
+
+@pytest.mark.parametrize("hydra", [False, True], ids=["command_line", "sweep_point"])
+@pytest.mark.parametrize(
+    "overrides,steps,tokens",
+    [
+        (["train.max_tokens=20480"], 10, 20480),  # smoke's max_steps=100 gives way: 20480 / (8 x 256)
+        (["train=olmo2", "train.max_steps=100"], 100, None),  # olmo2's max_tokens=1e9 gives way
+        (["train=olmo2", "train.max_tokens=40960"], 10, 40960),  # the preset's own kind: as typed
+        (["train.max_steps=7", "train.max_steps=null", "train.max_tokens=4096"], 2, 4096),
+    ],
+)
+def test_the_budget_typed_replaces_the_presets_other(overrides: list[str], steps: int,
+                                                     tokens: int | None, hydra: bool) -> None:
+    config = typed(*overrides, hydra=hydra)
+    assert (config.train.max_steps, config.train.max_tokens) == (steps, tokens)
+
+
+def test_both_budgets_typed_stay_an_error() -> None:
+    from olmo_exp.base.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        typed("train.max_tokens=20480", "train.max_steps=5")
+    assert err.value.key == "train.max_tokens" and "\n" not in str(err.value)
+    assert "train.max_steps (5)" in str(err.value)
+
+
 def test_micro_batch_null_is_each_ranks_whole_share() -> None:
     from conftest import Host
 
@@ -75,7 +113,6 @@ def test_micro_batch_null_is_each_ranks_whole_share() -> None:
 @pytest.mark.parametrize(
     "overrides,key",
     [
-        (["train.max_tokens=100000"], "train.max_tokens"),  # smoke's max_steps=100 still set
         (["train.max_steps=null"], "train.max_steps"),
         (["train.max_steps=null", "train.max_tokens=0"], "train.max_tokens"),
         (["train.ephemeral_checkpoint_interval=50"], "train.ephemeral_checkpoint_interval"),

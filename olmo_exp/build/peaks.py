@@ -1,7 +1,8 @@
 """Dense bf16 peak FLOP/s per GPU, the denominator of MFU.
 
 olmo-core 3.0's ``get_device_peak_flops_per_second`` knows H100, B200/B300 and RTX PRO 6000 and
-calls every other GPU an A100 (312 TFLOP/s), so an L40S, H200 or MI300X run reports a wrong MFU.
+calls every other GPU an A100 (312 TFLOP/s), so an L40S, H200 or MI300X run reports a wrong MFU
+(and a MIG slice gets a whole GPU's figure).
 This table covers the GPUs we run on and says *unknown* (``None``) for the rest: no MFU is better
 than a wrong one. The caller passes the result to ``SpeedMonitorCallback(
 device_peak_flops_per_second=...)``, which overrides olmo-core's guess.
@@ -59,11 +60,18 @@ PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
     (r"\bH100 NVL\b", 835.5),
     (r"\bH100 PCIe\b", 756.5),
     (r"\bH100\b", 989.5),
+    # H800 (the H100 made for export, same GH100 die, SMs and clocks; NVLink and FP64 cut): H800
+    # datasheet, BF16 Tensor Core 1,979 (SXM) / 1,513 (PCIe) TFLOPS sparse -> 989.5 / 756.5.
+    (r"\bH800 PCIe\b", 756.5),
+    (r"\bH800\b", 989.5),
     # --- NVIDIA Ampere ---
     # A100, every variant ("NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-40GB", "NVIDIA
     # A100-PCIE-40GB", "NVIDIA A100 80GB PCIe"): A100 datasheet, BF16 Tensor Core 312 TFLOPS dense
     # (624 sparse) for both SXM and PCIe. Also olmo-core's default.
     (r"\bA100\b", 312.0),
+    # A800 (the A100 made for export, NVLink cut; "NVIDIA A800-SXM4-80GB", "NVIDIA A800 80GB
+    # PCIe"): A800 datasheet, BF16 Tensor Core 312 TFLOPS dense (624 sparse), as the A100.
+    (r"\bA800\b", 312.0),
     # A10 ("NVIDIA A10"): A10 datasheet, BF16 Tensor Core 125 TFLOPS dense (250 sparse). The AWS
     # "NVIDIA A10G" is a different, lower-clocked part and is deliberately NOT matched.
     (r"\bA10\b", 125.0),
@@ -87,24 +95,49 @@ PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
     # MI250X: the datasheet's 383 TFLOPS peak BF16 is for the whole OAM module, which holds TWO
     # graphics compute dies, and ROCm shows each die as its own torch device (8 devices on a
     # 4-module node). MFU is per device, so the figure here is one die's: 383 / 2 = 191.5.
-    # Using 383 would halve the reported MFU. ("AMD Instinct MI250X / MI250" is matched too.)
+    # Using 383 would halve the reported MFU.
     (r"\bMI250X\b", 191.5),
+    # MI250: datasheet, peak BF16 362.1 TFLOPS for the module of two dies (208 CUs, 104 per
+    # die, at 1.7 GHz; the MI250X has 220): one die = one device, 181.05.
+    (r"\bMI250\b", 181.05),
 )
+
+# Names that stand for more than one part, told apart by the compute units torch reports per
+# device (``torch.cuda.get_device_properties(i).multi_processor_count``: CUs on ROCm, SMs on
+# CUDA). ROCm names both MI250X and MI250 "AMD Instinct MI250X / MI250": one die of an MI250X has
+# 110 CUs (191.5, above), one of an MI250 104 (181.05). Other counts: unknown.
+BY_COMPUTE_UNITS: tuple[tuple[str, dict[int, float]], ...] = (
+    (r"\bMI250X\s*/\s*MI250\b", {110: 191.5, 104: 181.05}),
+)
+
+# A MIG slice ("NVIDIA A100-SXM4-40GB MIG 3g.20gb") has a fraction of the GPU's SMs: the
+# full GPU's peak would understate its MFU by up to 7x. No figure (set train.peak_tflops).
+MIG_SLICE = re.compile(r"\bMIG\s+\d+g\.", re.IGNORECASE)
 
 _COMPILED: tuple[tuple[re.Pattern[str], float], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), tflops) for pattern, tflops in PEAK_TFLOPS
 )
 
 
-def peak_tflops(device_name: str) -> float | None:
-    """The table's dense bf16 TFLOP/s for ``device_name``, or ``None`` if no row matches."""
+_BY_UNITS = tuple((re.compile(p, re.IGNORECASE), units) for p, units in BY_COMPUTE_UNITS)
+
+
+def peak_tflops(device_name: str, compute_units: int | None = None) -> float | None:
+    """The table's dense bf16 TFLOP/s for ``device_name``, or ``None`` if no row matches, for a
+    MIG slice, and for a name of several parts whose ``compute_units`` tell none of them."""
+    if MIG_SLICE.search(device_name):
+        return None
+    for pattern, by_units in _BY_UNITS:
+        if pattern.search(device_name):
+            return None if compute_units is None else by_units.get(int(compute_units))
     for pattern, tflops in _COMPILED:
         if pattern.search(device_name):
             return tflops
     return None
 
 
-def peak_flops_per_second(device_name: str, override_tflops: float | None = None) -> float | None:
+def peak_flops_per_second(device_name: str, override_tflops: float | None = None,
+                          compute_units: int | None = None) -> float | None:
     """Peak dense bf16 FLOP/s of one device.
 
     ``override_tflops`` (TFLOP/s, e.g. from the config) wins over the table. An unknown device
@@ -114,11 +147,12 @@ def peak_flops_per_second(device_name: str, override_tflops: float | None = None
         if not override_tflops > 0:  # also rejects NaN
             raise ValueError(f"peak TFLOP/s override must be positive, got {override_tflops!r}")
         return float(override_tflops) * 1e12
-    tflops = peak_tflops(device_name)
+    tflops = peak_tflops(device_name, compute_units)
     return None if tflops is None else tflops * 1e12
 
 
-def mfu_peak(device_name: str | None, *, bf16: bool, override_tflops: float | None) -> float | None:
+def mfu_peak(device_name: str | None, *, bf16: bool, override_tflops: float | None,
+             compute_units: int | None = None) -> float | None:
     """The MFU denominator for a run, or ``None`` when MFU is not reported.
 
     ``None`` for a run that is not bf16 (the table holds bf16 peaks; fp32 has no MFU) and on CPU
@@ -126,4 +160,4 @@ def mfu_peak(device_name: str | None, *, bf16: bool, override_tflops: float | No
     """
     if not bf16 or device_name is None:
         return None
-    return peak_flops_per_second(device_name, override_tflops)
+    return peak_flops_per_second(device_name, override_tflops, compute_units)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from olmo_exp.base.errors import ConfigError
+
 # The user's directory of config groups (cluster/<name>.yaml, ...), added to Hydra's search path.
 USER_DIR_ENV = "OLMO_EXP_CONFIG_DIR"
 USER_DIR_DEFAULT = "~/.config/olmo-exp"
@@ -82,25 +84,126 @@ def gres_gpus(gres: str) -> int:
     return total
 
 
+# One line of ``sinfo -h -o SINFO_FORMAT`` per node group (sinfo merges nodes that agree on every
+# field shown): partition (``*`` marks the default), GRES, features, node list.
+SINFO_FORMAT = "%P|%G|%f|%N"
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """Nodes of one partition that ``sinfo`` lists on one line (the same GRES and features)."""
+
+    partition: str
+    default: bool
+    """The cluster's default partition (``*`` after its name)."""
+    gres: str
+    features: frozenset[str]
+    nodes: str
+
+    @property
+    def gpus(self) -> int:
+        return gres_gpus(self.gres)
+
+    def describe(self) -> str:
+        return f"{self.nodes}: {self.gres if self.gpus else 'no GPUs'}" + (
+            f" (features {','.join(sorted(self.features))})" if self.features else "")
+
+
+def parse_sinfo(out: str) -> list[NodeGroup]:
+    """The node groups of ``sinfo -h -o SINFO_FORMAT``'s output."""
+    groups = []
+    for line in out.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 4:
+            continue
+        name, gres, features, nodes = fields
+        groups.append(NodeGroup(
+            partition=name.rstrip("*"), default=name.endswith("*"), gres=gres,
+            features=frozenset(f for f in features.split(",") if f and f != "(null)"), nodes=nodes))
+    return groups
+
+
+def satisfies(features: frozenset[str], constraint: str) -> bool:
+    """Whether nodes with ``features`` meet an sbatch ``--constraint`` of features joined by
+    ``&`` (and) and ``|`` (or); brackets and ``*count`` suffixes are read as plain and/or."""
+    alternatives = re.sub(r"[\[\]()]|\*\d+", "", constraint).split("|")
+    return any(all(f.strip() in features for f in alt.split("&") if f.strip())
+               for alt in alternatives)
+
+
+def select_groups(groups: list[NodeGroup], partition: str | None,
+                  constraint: str | None = None) -> list[NodeGroup]:
+    """The node groups a job in ``partition`` (None: the default one) with ``constraint`` may get."""
+    found = [g for g in groups if (g.default if partition is None else g.partition == partition)]
+    if constraint:
+        found = [g for g in found if satisfies(g.features, constraint)]
+    return found
+
+
+def gpus_of_groups(groups: list[NodeGroup], partition: str | None,
+                   constraint: str | None = None) -> int | None:
+    """GPUs per node of the groups a job may land on; None when none is known (sbatch will name
+    the problem). Groups with different GPU counts are refused: the job could land on either (a
+    GPU partition with CPU-only nodes would silently train on CPU), unless the constraint picks."""
+    found = select_groups(groups, partition, constraint)
+    counts = {g.gpus for g in found}
+    if len(counts) > 1:
+        name = partition or next(g.partition for g in found)
+        raise ConfigError(
+            "cluster.constraint" if constraint else "cluster.partition",
+            constraint or name,
+            f"has nodes with different GPUs ({'; '.join(g.describe() for g in found)}) in "
+            f"partition {name}: set cluster.gpus_per_node, or cluster.constraint to a feature "
+            "of the nodes the jobs should run on")
+    return counts.pop() if counts else None
+
+
 @functools.cache
-def partition_gpus(partition: str | None) -> int | None:
-    """GPUs per node of ``partition`` (None: the default one) as ``sinfo`` reports them; nodes that
-    differ give the smallest count (a job must fit on any of them). None when SLURM cannot say
-    (no sinfo here, or no such partition: sbatch will name the problem)."""
+def sinfo_groups() -> tuple[NodeGroup, ...] | None:
+    """What ``sinfo`` says about every partition (once per process); None without SLURM here."""
     if shutil.which("sinfo") is None:
         return None
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%P|%G"], capture_output=True, text=True,
+        out = subprocess.run(["sinfo", "-h", "-o", SINFO_FORMAT], capture_output=True, text=True,
                              timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    counts: list[int] = []
-    for line in out.splitlines():
-        name, _, gres = line.strip().partition("|")
-        default = name.endswith("*")
-        if (partition is None and default) or name.rstrip("*") == partition:
-            counts.append(gres_gpus(gres))
-    return min(counts) if counts else None
+    return tuple(parse_sinfo(out))
+
+
+def partition_gpus(partition: str | None, constraint: str | None = None) -> int | None:
+    """GPUs per node of ``partition`` (None: the default one) as ``sinfo`` reports them, on the
+    nodes ``constraint`` allows. None when SLURM cannot say (no sinfo here, or no such partition:
+    sbatch will name the problem); a one-line ConfigError when the nodes differ."""
+    groups = sinfo_groups()
+    return None if groups is None else gpus_of_groups(list(groups), partition, constraint)
+
+
+def check_partition_gpus(launcher: Any) -> None:
+    """Refuse (one ConfigError) a job whose GPUs are left to a partition with nodes that differ:
+    ``launcher`` is the unresolved ``hydra.launcher`` node, whose ``gpus_per_node`` is this
+    module's resolver unless the user set it (then the nodes are the user's choice)."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(launcher, resolve=False).get("gpus_per_node")
+    if not (isinstance(raw, str) and "olmo_gpus_per_node" in raw):
+        return
+    if OmegaConf.select(launcher, "gpus_per_node", default=None) is not None:
+        return  # the profile's cluster.gpus_per_node, or the nodes agreed
+    partition_gpus(OmegaConf.select(launcher, "partition"), OmegaConf.select(launcher, "constraint"))
+
+
+def loader_cpus_notice(num_workers: int, cpus_per_task: int | None) -> str:
+    """A line when a rank's data-loader workers outnumber its CPUs (train=olmo2 starts 4 per rank;
+    SLURM gives a task one CPU unless asked): they would share one core with the training loop."""
+    cpus = int(cpus_per_task or 1)
+    if num_workers == 0 or num_workers < cpus:
+        return ""
+    given = f"cluster.cpus_per_task={cpus}" if cpus_per_task else \
+        "cluster.cpus_per_task=null: SLURM's default of 1"
+    return (f"train.num_workers={num_workers} data-loader workers per rank, but each task gets "
+            f"{cpus} CPU(s) ({given}): set cluster.cpus_per_task={num_workers + 1} (or "
+            f"hydra.launcher.cpus_per_task), or fewer train.num_workers")
 
 
 # -- resolvers of conf/hydra/launcher/slurm.yaml ---------------------------------------------------
@@ -111,12 +214,16 @@ def _strategy(value: Any) -> str:
 
 
 def default_gpus_per_node(profile: int | None, nproc_per_node: int | None, strategy: Any,
-                          partition: str | None) -> int | None:
-    """GPUs a job asks for per node: the profile's, else from the partition's GRES: one per rank
-    (dist.nproc_per_node), one for dist=single, else every GPU of a node; None = no GPUs."""
+                          partition: str | None, constraint: str | None = None) -> int | None:
+    """GPUs a job asks for per node: the profile's, else from the GRES of the partition's nodes
+    (those the constraint allows): one per rank (dist.nproc_per_node), one for dist=single, else
+    every GPU of a node; None = no GPUs."""
     if profile is not None:
         return int(profile)
-    gpus = partition_gpus(partition)
+    try:
+        gpus = partition_gpus(partition, constraint or None)
+    except ConfigError:  # nodes that differ: refused by the launcher (check_partition_gpus)
+        return None
     if not gpus:
         return None
     if nproc_per_node is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -22,7 +23,7 @@ from olmo_exp.config.eval import EvalConfig
 from olmo_exp.config.lws import LWSConfig
 from olmo_exp.config.model import ModelConfig
 from olmo_exp.config.run import RunConfig
-from olmo_exp.config.train import TrainConfig
+from olmo_exp.config.train import TrainConfig, budget_given_alone, other_budget
 
 
 def register_schemas() -> None:
@@ -69,16 +70,32 @@ def compose(overrides: list[str] | None = None, *, return_hydra_config: bool = F
 
 def compose_run(overrides: list[str] | None = None) -> RunConfig:
     """The typed run object's config for these overrides."""
-    return run_config(compose(overrides))
+    cfg = compose(overrides)
+    replace_preset_budget(cfg, overrides or [])
+    return run_config(cfg)
+
+
+def replace_preset_budget(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """A budget the overrides give alone (``train.max_tokens=N``, or a sweep axis of it) replaces
+    the other budget the preset set (smoke's ``max_steps``, olmo2's ``max_tokens``): null it, in
+    place, so that ``.hydra/config.yaml`` and the report read the budget that was typed."""
+    key = budget_given_alone(overrides)
+    if key is None:
+        return
+    with read_write(cfg.train), open_dict(cfg.train):
+        cfg.train[other_budget(key)] = None
 
 
 def run_config(cfg: DictConfig) -> RunConfig:
     """The typed RunConfig of a composed config; a ``hydra`` node (a launcher's or a callback's
-    view) is left out, as Hydra does for the task function."""
+    view: its ``hydra.overrides.task`` are the point's overrides) is left out, as Hydra does for
+    the task function."""
     if "hydra" in cfg:
         cfg = copy.deepcopy(cfg)
+        overrides = list(OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])
         with read_write(cfg), open_dict(cfg):
             del cfg["hydra"]
+        replace_preset_budget(cfg, overrides)
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, RunConfig)
     return config

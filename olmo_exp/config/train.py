@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from math import ceil
@@ -25,6 +26,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="CheckpointerCallback")
+
+
+BUDGET_KEYS = ("max_steps", "max_tokens")
+
+
+def budget_given_alone(overrides: Sequence[str]) -> str | None:
+    """The budget key (``max_steps`` or ``max_tokens``) that these overrides (a command line, or
+    one sweep point's) set to a value while leaving the other alone: that budget replaces the
+    preset's other one. None when neither or both are given (both: an error at validation)."""
+    given: dict[str, str] = {}
+    for override in overrides:
+        key, sep, value = override.lstrip("+").partition("=")
+        if sep and key.startswith("train.") and key[6:] in BUDGET_KEYS:
+            given[key[6:]] = value.strip()  # the last one wins, as in Hydra
+    values = [k for k, v in given.items() if v.lower() not in ("null", "none", "~", "")]
+    if len(values) == 1 and len(given) == 1:
+        return values[0]
+    return None
+
+
+def other_budget(key: str) -> str:
+    return BUDGET_KEYS[1 - BUDGET_KEYS.index(key)]
 
 
 def steps_for_tokens(max_tokens: int, global_batch_size: int, sequence_length: int) -> int:
@@ -55,7 +78,8 @@ class Schedule(str, Enum):
 @dataclass
 class TrainConfig:
     max_steps: int | None = 100
-    """Optimizer steps; exactly one of max_steps and max_tokens is set (the other null)."""
+    """Optimizer steps; exactly one of max_steps and max_tokens is set (the other null). A budget
+    given on the command line (or as a sweep axis) replaces the preset's other one."""
     max_tokens: int | None = None
     """Training budget in tokens: max_steps = ceil(max_tokens / (global_batch_size x
     data.sequence_length)), i.e. at least max_tokens are trained (RunConfig.validate resolves it)."""
@@ -160,10 +184,11 @@ class TrainConfig:
             positive("train.max_tokens", self.max_tokens)
             steps = steps_for_tokens(self.max_tokens, self.global_batch_size, sequence_length)
             if self.max_steps is not None and self.max_steps != steps:
+                # A budget on the command line replaces the preset's other one; both given is this.
                 raise ConfigError(
                     "train.max_tokens", self.max_tokens,
-                    f"give exactly one of train.max_steps ({self.max_steps}) and train.max_tokens: "
-                    "add train.max_steps=null",
+                    f"give exactly one of train.max_steps ({self.max_steps}) and train.max_tokens, "
+                    "not both",
                 )
             self.max_steps = steps
         elif self.max_steps is None:

@@ -1,5 +1,5 @@
 """olmo-core trainer callbacks that write a run's files and metrics (``metrics.jsonl``, wandb, the
-console line, per-rank state bytes) and stop a job on its time-limit signal.
+console line, per-rank state bytes) and stop a run on a signal (time limit, Ctrl-C, kill).
 
 Kept apart from the config modules (``train``, ``dist``, ``generate``), which must compose and
 validate without importing olmo-core's training stack.
@@ -18,15 +18,14 @@ from typing import Any, ClassVar
 import torch
 from olmo_core.distributed.utils import (
     all_reduce_value,
-    broadcast_object,
     get_rank,
     get_world_size,
     is_distributed,
 )
 from olmo_core.train.callbacks import (
     Callback,
-    CheckpointerCallback,
     ConsoleLoggerCallback,
+    EvaluatorCallback,
     SpeedMonitorCallback,
 )
 from olmo_core.train.common import ReduceType
@@ -194,16 +193,21 @@ class TrainStepTimer(Callback):
 
 
 @dataclass
-class RequeueCallback(Callback):
-    """Stops training on every rank after the same step once the time-limit/preemption signal came.
+class StopOnSignalCallback(Callback):
+    """Stops training on every rank after the same step once a stop signal came: the time limit's
+    or a preemption's (sweep jobs), SIGINT or SIGTERM (every run; see
+    :mod:`olmo_exp.runtime.preemption`).
 
     The signal reaches the ranks at different moments (or only some of them): after each step the
     ranks agree (max of a flag over the job) and all cancel the run together, so olmo-core's
-    checkpointer saves that very step in ``post_train`` and the requeued job loses nothing.
+    checkpointer saves that very step in ``post_train`` and the resumed run loses nothing. What
+    would run after training besides the save is called off: the final evaluation (it is not on
+    the schedule, and its time would come out of the grace time before the kill) and sampling.
     """
 
     def pre_train(self) -> None:
         preemption.set_phase("training")
+        preemption.install_stop_handlers()  # over olmo-core's, which fit() installed just now
 
     def post_train(self) -> None:
         preemption.set_phase("done")
@@ -214,9 +218,12 @@ class RequeueCallback(Callback):
             signaled = int(all_reduce_value(signaled, torch.device("cpu"),
                                             op=torch.distributed.ReduceOp.MAX))
         if signaled:
-            log.warning("time-limit/preemption signal: stopping at step %d to checkpoint it",
-                        self.step)
-            self.trainer.cancel_run("time-limit/preemption signal", no_sync=True)
+            log.warning("%s: stopping at step %d to checkpoint it",
+                        preemption.signal_received() or "stop signal on another rank", self.step)
+            for callback in self.trainer.callbacks.values():
+                if isinstance(callback, EvaluatorCallback):
+                    callback.eval_on_finish = False  # evaluations on their schedule only
+            self.trainer.cancel_run("stop signal", no_sync=True)  # sampling: GenerationCallback
 
 
 # -- memory accounting ------------------------------------------------------------------------
@@ -300,40 +307,6 @@ class DistMemoryCallback(Callback):
         self.trainer.record_metric("dist/unsharded_state_bytes", float(total))
 
 
-# -- checkpoint retention ----------------------------------------------------------------------
-
-
-@dataclass
-class RetainingCheckpointer(CheckpointerCallback):
-    """olmo-core's checkpointer, plus a final clean-up that makes retention exact.
-
-    olmo-core deletes what it schedules for removal only after a later training step, so the
-    final save's trim (``max_checkpoints``) and the last ephemeral checkpoint are never deleted,
-    and its trim counts only this attempt's saves. At the end of training this removes, from the
-    whole checkpoint folder (earlier attempts included): every ephemeral checkpoint (the final one
-    is permanent), and all but the newest ``max_checkpoints`` permanent ones; never the newest
-    checkpoint of all.
-    """
-
-    def post_train(self) -> None:
-        super().post_train()
-        if not self.enabled:
-            return
-        doomed: list[str] = []
-        if get_rank() == 0:
-            found = self.checkpointer.find_checkpoints
-            newest = max(found(self.save_folder), default=(0, ""))[1]
-            ephemeral = [path for _, path in found(self.save_folder, ephemeral=True)]
-            permanent = [path for _, path in sorted(found(self.save_folder, ephemeral=False))]
-            keep = len(permanent) if self.max_checkpoints is None else self.max_checkpoints
-            # The newest is what a resume loads: never removed, whatever kind it is.
-            doomed = [p for p in ephemeral + permanent[:-keep] if p != newest]
-        doomed = broadcast_object(doomed)
-        self._checkpoints_to_remove.clear()  # all of them are in doomed, or already gone
-        for path in doomed:
-            self._remove_checkpoint(path)
-
-
 # -- console ----------------------------------------------------------------------------------
 
 
@@ -376,7 +349,10 @@ class ConsoleCallback(ConsoleLoggerCallback):
     def post_train(self) -> None:
         if self._view is not None:
             self._view.show_last_step()
-        self._trained = True  # the end line waits for close(): after the final generation, eval
+        # The end line waits for close() (after the final generation, eval); "finished" only when
+        # training reached its budget: a stopped run says where it stopped (the worker).
+        trainer = self.trainer
+        self._trained = not trainer.is_canceled and trainer.global_step >= (trainer.max_steps or 0)
 
     def close(self) -> None:
         if self._view is not None:

@@ -189,6 +189,7 @@ def spawn(fn: Callable[..., Any], args: tuple, *, nproc: int, log_dir: Path) -> 
     down (torch elastic stops the group) and raises :class:`RankFailedError` naming it.
     """
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -215,7 +216,13 @@ def spawn(fn: Callable[..., Any], args: tuple, *, nproc: int, log_dir: Path) -> 
     os.environ[RANK_OUTPUT_ENV] = "files"
     try:
         elastic_launch(config, fn)(*args)
+    except SignalException as e:
+        # Ctrl-C / kill reached this launcher too: it passed the signal on and waited (30 s) for
+        # the ranks, which stop after their step, save it and say so. The shell's exit code.
+        raise SystemExit(128 + int(e.sigval)) from None
     except ChildFailedError as e:
+        if all(f.exitcode in (130, 143) for f in e.failures.values()):  # stopped by a signal
+            raise SystemExit(max(f.exitcode for f in e.failures.values())) from None
         raise RankFailedError(_failure_message(e, nproc, log_dir)) from None
     finally:
         os.environ.pop(RANK_OUTPUT_ENV, None)

@@ -1,9 +1,13 @@
-"""Time limits and preemption inside a sweep job (``-m hydra/launcher=slurm|local``).
+"""Stopping a run on a signal without losing work: a time limit or preemption in a sweep job
+(USR2, ``signal_delay_s`` before the limit: checkpoint and requeue), Ctrl-C or ``kill`` anywhere
+(SIGINT/SIGTERM: checkpoint and exit 130/143; the same command resumes).
 
-The signal (USR2, ``signal_delay_s`` before the limit) only sets a flag; the training loop stops on
-all ranks after the same step (:class:`olmo_exp.runtime.callbacks.RequeueCallback`), olmo-core's
-checkpointer saves that step, and then submitit's own handler requeues the job
-(:func:`requeue_if_signaled`). The requeued job resumes from the latest checkpoint of its run dir.
+A signal only sets a flag; the training loop stops on all ranks after the same step
+(:class:`olmo_exp.runtime.callbacks.StopOnSignalCallback`), which also calls off what would run
+after training (evaluation, downstream tasks, sampling): evaluations stay on their schedule however
+often a run is stopped, and the requeue comes well before the kill. olmo-core's checkpointer saves
+that step; then :func:`requeue_if_signaled` hands over to submitit's own handler (requeue), or
+:func:`exit_if_stopped` ends the process with the signal's exit code.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +24,20 @@ from olmo_exp.runtime.console import rank_from_env
 
 log = logging.getLogger(__name__)
 
+# Ctrl-C and kill: stop after the step, save it, exit with the shell's code for the signal.
+STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# A second SIGINT this soon is the same Ctrl-C passed on (torch's launcher forwards it to the
+# ranks, which the terminal signalled already), not the user's second one.
+REPEAT_S = 2.0
+
 
 @dataclass
 class _PreemptionState:
     signal_name: str | None = None
     """Set by the signal handler: the time-limit/preemption signal arrived."""
+    stop_signal: str | None = None
+    """Set by the SIGINT/SIGTERM handler: stop, checkpoint, exit (no requeue)."""
+    stop_time: float = 0.0
     submitit_handler: Callable[..., Any] | None = None
     """submitit's own handler (checkpoint the submission + requeue), called once a checkpoint is saved."""
     signum: int = 0
@@ -31,9 +45,7 @@ class _PreemptionState:
     """setup (no trainer yet: requeue at once) | training (stop after a step) | done (ignore)."""
 
 
-
 _preemption = _PreemptionState()
-
 
 
 def in_sweep_job() -> bool:
@@ -41,10 +53,9 @@ def in_sweep_job() -> bool:
     return _preemption.submitit_handler is not None
 
 
-
 def signal_received() -> str | None:
-    return _preemption.signal_name
-
+    """The signal that asked training to stop (the time limit's, or SIGINT/SIGTERM), if any."""
+    return _preemption.signal_name or _preemption.stop_signal
 
 
 def _on_preemption_signal(signum: int, frame: Any) -> None:
@@ -61,11 +72,30 @@ def _on_preemption_signal(signum: int, frame: Any) -> None:
                     f"save a checkpoint\n".encode())
 
 
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    name = signal.Signals(signum).name
+    now = time.monotonic()
+    if _preemption.stop_signal is None:
+        _preemption.stop_signal, _preemption.stop_time = name, now
+        os.write(2, f"caught {name}: stopping after this step to save a checkpoint "
+                    "(Ctrl-C again quits without it)\n".encode())
+    elif signum == signal.SIGINT and now - _preemption.stop_time > REPEAT_S:
+        raise KeyboardInterrupt  # Ctrl-C twice: quit now, without this step's checkpoint
+
 
 def set_phase(phase: str) -> None:
     """``training`` once the trainer runs (a signal then stops it after a step), ``done`` after."""
     _preemption.phase = phase
 
+
+def install_stop_handlers() -> None:
+    """SIGINT/SIGTERM stop training after the current step. Installed when training starts (from
+    the trainer's ``pre_train``), over olmo-core's own handlers, which would cancel the run only
+    at the trainer's next cancel check (up to ``cancel_check_interval`` steps later) and then
+    evaluate; ``Trainer.fit`` puts the handlers from before training back when it returns."""
+    _preemption.stop_signal = None
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _on_stop_signal)
 
 
 def install_handler() -> None:
@@ -77,7 +107,6 @@ def install_handler() -> None:
     _preemption.signal_name = None
     _preemption.phase = "setup"
     signal.signal(signum, _on_preemption_signal)
-
 
 
 def requeue_if_signaled(step: int) -> None:
@@ -93,3 +122,16 @@ def requeue_if_signaled(step: int) -> None:
     if rank_from_env() == 0 and callable(_preemption.submitit_handler):
         _preemption.submitit_handler(_preemption.signum, None)  # exits (SystemExit) when requeued
     raise SystemExit(-1)
+
+
+def exit_if_stopped(step: int, total_steps: int, *, rank0: bool) -> None:
+    """After training stopped on SIGINT/SIGTERM and the checkpoint of ``step`` is saved: say so
+    and exit with the signal's code (130 / 143, as shells report a process the signal ended)."""
+    name = _preemption.stop_signal
+    if name is None:
+        return
+    _preemption.stop_signal = None
+    if rank0:
+        log.warning("stopped at step %d/%d (%s): resume with the same command", step, total_steps,
+                    name)
+    raise SystemExit(STOP_SIGNALS[signal.Signals[name]])

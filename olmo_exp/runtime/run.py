@@ -23,7 +23,7 @@ from olmo_exp.base.files import (  # the attempts' configs: the report reads the
 )
 from olmo_exp.build.summary import SUMMARY_FILE, format_resolved, format_summary, run_summary
 from olmo_exp.config import topology as topo
-from olmo_exp.config.compose import run_config
+from olmo_exp.config.compose import replace_preset_budget, run_config
 from olmo_exp.config.run import RunConfig
 from olmo_exp.config.train import ConsoleMode
 from olmo_exp.data.check import check_run
@@ -73,6 +73,7 @@ class Run:
 
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
+        replace_preset_budget(cfg, list(hydra_cfg.overrides.task))  # also in .hydra/config.yaml
         config = run_config(cfg)
         files = {
             "config.yaml": cfg,

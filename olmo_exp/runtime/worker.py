@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,17 @@ from olmo_exp.config.train import ConsoleMode
 from olmo_exp.runtime import console, launch, preemption
 
 log = logging.getLogger(__name__)
+
+
+class _DropLogOf(logging.Filter):
+    """Drops log records that mention an exception reported elsewhere."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.exception_name = name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.exception_name not in record.getMessage()
 
 
 def rank_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: str) -> None:
@@ -36,6 +48,7 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
 
     Module-level and fed plain data, so that torch's elastic launcher can start it in new processes.
     """
+    import torch
     from olmo_core.data import NumpyDataLoaderConfig
     from olmo_core.distributed.utils import broadcast_object, get_rank, get_world_size
     from olmo_core.utils import setup_logging
@@ -48,12 +61,12 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         ConsoleCallback,
         DistMemoryCallback,
         MetricsFileCallback,
-        RequeueCallback,
-        RetainingCheckpointer,
         SpeedMonitor,
+        StopOnSignalCallback,
         TrainStepTimer,
         WandbLogCallback,
     )
+    from olmo_exp.runtime.checkpoints import CheckpointSpaceError, RetainingCheckpointer
     from olmo_exp.runtime.generation import GenerationCallback
 
     cfg = RunConfig.from_dict(config_dict)
@@ -138,17 +151,22 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         callbacks["console"] = ConsoleCallback(
             world_size=get_world_size(), progress_bar=console.want_progress_bar(),
             start_from=None if init_source is None else init_source.describe())
-    if preemption.in_sweep_job():  # the time-limit signal stops all ranks after one step, checkpointed
-        callbacks["requeue"] = RequeueCallback()
+    # The time-limit signal (sweep jobs), SIGINT and SIGTERM stop all ranks after one step, saved.
+    callbacks["stop_on_signal"] = StopOnSignalCallback()
     if cfg.wandb.enabled:
         callbacks["wandb"] = WandbLogCallback(
             config=cfg.wandb, run_dir=run_dir, run_name=cfg.wandb.name or run_dir.name,
             run_config=config_dict
         )
 
-    # MFU against the device's dense bf16 peak: none for fp32, on CPU, or on an unknown GPU.
-    peak = mfu_peak(summary["dist"]["device"] if on_gpu else None,
-                    bf16=dist.precision(on_gpu) != "fp32", override_tflops=train.peak_tflops)
+    # MFU against the device's dense bf16 peak: none for fp32, on CPU, on an unknown GPU or a MIG
+    # slice (the compute units tell parts that share a name apart: MI250X / MI250).
+    device, bf16 = (summary["dist"]["device"] if on_gpu else None), dist.precision(on_gpu) != "fp32"
+    units = torch.cuda.get_device_properties(0).multi_processor_count if on_gpu else None
+    peak = mfu_peak(device, bf16=bf16, override_tflops=train.peak_tflops, compute_units=units)
+    if peak is None and device is not None and bf16 and get_rank() == 0:
+        log.warning("no MFU: no dense bf16 peak known for %r (%s compute units; an unknown GPU "
+                    "or a MIG slice): set train.peak_tflops to report it", device, units)
     callbacks["speed_monitor"] = SpeedMonitor(
         num_flops_per_token=summary["flops_per_token"],
         device_peak_flops_per_second=None if peak is None else int(peak))
@@ -157,16 +175,29 @@ def train_worker(config_dict: dict[str, Any], run_dir_str: str, data_dir_str: st
         run_dir=run_dir, callbacks=callbacks, on_gpu=world.on_gpu,
     ).build(train_module, data_loader)
     is_rank0 = get_rank() == 0  # asked before teardown: afterwards every process says rank 0
+    # A save with no room is one line (below), not olmo-core's "Training failed" block as well.
+    quiet = _DropLogOf(CheckpointSpaceError.__name__)
+    logging.getLogger("olmo_core.train.trainer").addFilter(quiet)
     try:
         trainer.fit()  # loads the latest checkpoint in run_dir/checkpoints first, if any
+    except CheckpointSpaceError as e:
+        if is_rank0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     finally:
+        logging.getLogger("olmo_core.train.trainer").removeFilter(quiet)
         launch.teardown()
+    if trainer.is_canceled:  # the time limit's signal: requeue at once (the next attempt plots)
+        preemption.requeue_if_signaled(trainer.global_step)  # submitit requeues; the next attempt resumes
     if is_rank0:
         from olmo_exp.runtime.plots import plot_run
 
         plot_run(run_dir, tokens_per_step=train.global_batch_size * seq_len)
     if trainer.is_canceled:
-        preemption.requeue_if_signaled(trainer.global_step)  # submitit requeues; the next attempt resumes
+        preemption.exit_if_stopped(trainer.global_step, train.max_steps, rank0=is_rank0)  # 130/143
+    elif is_rank0 and trainer.global_step < train.max_steps:  # train.stop_at_step: a planned break
+        log.info("stopped at step %d/%d (train.stop_at_step): resume with the same command and "
+                 "train.stop_at_step=null (or a later step)", trainer.global_step, train.max_steps)
 
 
 def previous_init(run_dir: Path) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ The launchers here extend hydra-submitit-launcher's (``conf/hydra/launcher/*.yam
 
 And in each job task (:meth:`_SweepLauncher.__call__`): the time-limit/preemption signal (USR2,
 ``signal_delay_s`` before the limit) only sets a flag; the training loop stops on all ranks after the
-same step (:class:`olmo_exp.runtime.callbacks.RequeueCallback`), olmo-core's checkpointer saves that step, and
+same step (:class:`olmo_exp.runtime.callbacks.StopOnSignalCallback`), olmo-core's checkpointer saves that step, and
 then submitit's own handler requeues the job (:func:`olmo_exp.runtime.preemption.requeue_if_signaled`). The requeued job
 resumes from the latest checkpoint in its run directory.
 """
@@ -39,6 +39,7 @@ from omegaconf import OmegaConf, open_dict
 from olmo_exp.base.errors import ConfigError
 from olmo_exp.base.files import remove_created_dir
 from olmo_exp.config import topology as topo
+from olmo_exp.config.cluster import check_partition_gpus, loader_cpus_notice
 from olmo_exp.config.compose import register_resolvers, register_schemas, run_config
 from olmo_exp.data.check import check_run
 from olmo_exp.runtime import preemption
@@ -73,6 +74,8 @@ class _Point:
     """The point's own overrides (those not shared by every point), for one-line messages."""
     run_dir: Path | None = None
     """Where the job's run directory is (the sweep dir + the job's subdir)."""
+    notice: str = ""
+    """One line about the job's resources, printed once per sweep (the same for many points)."""
 
 
 def _shown_overrides(overrides: list[str], all_points: Sequence[Sequence[str]]) -> str:
@@ -141,6 +144,16 @@ class _SweepLauncher(BaseSubmititLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
+        """The sweep, in four steps:
+
+        1. :meth:`_prepare` every point: compose it as its job will, resolve its resources,
+           validate it with its job's layout; any invalid point: every error line, exit 2,
+           nothing submitted, no sweep dir left;
+        2. :meth:`_submit` one submitit array per set of resources;
+        3. :meth:`_wait` until every job has ended for good (a requeued job is pending, not ended),
+           :meth:`_finish` reporting each failure on one line as it ends;
+        4. one JobReturn per point for Hydra's sweeper (:meth:`_job_return`).
+        """
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         points: list[_Point] = []
@@ -154,10 +167,12 @@ class _SweepLauncher(BaseSubmititLauncher):
                     errors.append(f"error: {e}")
         except (LaunchRejected, ConfigError) as e:
             errors = [f"error: {e}"]
-        if errors:
-            print("\n".join(errors), file=sys.stderr)
+        if errors:  # the same line for every point (a partition's nodes, say) once
+            print("\n".join(dict.fromkeys(errors)), file=sys.stderr)
             _remove_unstarted_sweep_dir(sweep_dir)
             sys.exit(2)
+        for notice in dict.fromkeys(p.notice for p in points if p.notice):
+            log.warning("%s", notice)
         submitted = self._submit(points, sweep_dir)
         self._wait(submitted)
         return [self._job_return(s) for s in submitted]
@@ -172,6 +187,7 @@ class _SweepLauncher(BaseSubmititLauncher):
         sweep_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(sweep_cfg.hydra.job):
             sweep_cfg.hydra.job.num = num
+        check_partition_gpus(sweep_cfg.hydra.launcher)  # a partition of nodes that differ
         params = OmegaConf.to_container(sweep_cfg.hydra.launcher, resolve=True)
         assert isinstance(params, dict)
         params.pop("_target_", None)
@@ -186,7 +202,9 @@ class _SweepLauncher(BaseSubmititLauncher):
         except ConfigError as e:
             raise LaunchRejected(f"sweep point #{num} ({shown}): {e}") from None
         run_dir = Path(str(sweep_cfg.hydra.sweep.dir)) / str(sweep_cfg.hydra.sweep.subdir)
-        return _Point(num, overrides, params, shown, run_dir)
+        notice = loader_cpus_notice(config.train.num_workers, params.get("cpus_per_task")) \
+            if self._EXECUTOR == "slurm" else ""  # local jobs share this machine's CPUs
+        return _Point(num, overrides, params, shown, run_dir, notice)
 
     def _submit(self, points: list[_Point], sweep_dir: Path) -> list[_Submitted]:
         import submitit
@@ -208,9 +226,7 @@ class _SweepLauncher(BaseSubmititLauncher):
             if "max_num_timeout" in params:
                 init[f"{self._EXECUTOR}_max_num_timeout"] = params.pop("max_num_timeout")
             executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
-            executor.update_parameters(**{
-                k if k in base_keys else f"{self._EXECUTOR}_{k}": v for k, v in params.items()
-            })
+            executor.update_parameters(**executor_parameters(params, base_keys, self._EXECUTOR))
             # What each job asks for, in one line (the submission script has it as #SBATCH lines).
             log.info("%d job(s): %s", len(group), " ".join(
                 f"{k}={params.get(k)}" for k in _SHOWN if k in params or k == "gpus_per_node"))
@@ -320,6 +336,13 @@ class SlurmLauncher(_SweepLauncher):
 
 class LocalLauncher(_SweepLauncher):
     _EXECUTOR = "local"
+
+
+def executor_parameters(params: dict[str, Any], shared: set[str], executor: str) -> dict[str, Any]:
+    """The launcher's settings as submitit's AutoExecutor names them: the settings every
+    executor knows (hydra-submitit's BaseQueueConf: nodes, tasks_per_node, timeout_min, ...) as
+    they are, the others with the executor's prefix (``partition`` -> ``slurm_partition``)."""
+    return {k if k in shared else f"{executor}_{k}": v for k, v in params.items()}
 
 
 # -- validation with the job's layout -------------------------------------------------------------

@@ -54,6 +54,16 @@ def test_partitions_show_their_gpus() -> None:
     assert partitions == {"debug*": "(null)", "gpu": "gpu:2"}
 
 
+def test_partition_gpus_reads_this_clusters_sinfo() -> None:
+    """The launcher's default GPUs come from the real sinfo output of this cluster."""
+    from olmo_exp.config.cluster import SINFO_FORMAT, parse_sinfo, partition_gpus, sinfo_groups
+
+    sinfo_groups.cache_clear()
+    groups = parse_sinfo(sh(f"sinfo -h -o '{SINFO_FORMAT}'"))
+    assert {(g.partition, g.default, g.gpus) for g in groups} == {("debug", True, 0), ("gpu", False, 2)}
+    assert (partition_gpus(None), partition_gpus("debug"), partition_gpus("gpu")) == (0, 0, 2)
+
+
 def test_gpu_job_runs_without_a_device() -> None:
     out = sh("srun -p gpu --gpus-per-node=2 --mem=1G -t 2 bash -c "
              "'echo $SLURMD_NODENAME $SLURM_GPUS_ON_NODE ${CUDA_VISIBLE_DEVICES-unset}'")

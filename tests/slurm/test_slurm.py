@@ -9,11 +9,15 @@ their reference runs:
 - the 2 x 2 grid's point (n_kv_heads=3, qkv 0.5->1.0) is the 1-process run the FSDP job must match;
 - the crash sweep's point #0 is the uninterrupted run the requeued job must match.
 
-The time-limit test uses SLURM's own time limit: once its job has trained a step, the limit is
-lowered (``scontrol update TimeLimit``) so that slurmctld sends ``--signal=USR2@signal_delay_s``
-within its next 30-second check, exactly as near a real limit; the limit is raised again once the
+The time-limit test uses SLURM's own time limit: once its job has trained a step, its training
+process is frozen (SIGSTOP) and the limit lowered (``scontrol update TimeLimit``), so that
+slurmctld sends ``--signal=USR2@signal_delay_s`` at its next check, exactly as near a real limit;
+slurmstepd sends the frozen task SIGCONT with the signal, and only then does it train on. So the
+job cannot finish before its signal, however fast the machine. The limit is raised again once the
 job is requeued so that the resumed attempt can finish. (A job started with a 1-minute limit gets
 the signal 10-40 s after it starts, whether or not it has trained a step yet on a loaded machine.)
+
+``-k`` starts only the sweeps the selected tests read (``SWEEPS_READ``).
 """
 
 from __future__ import annotations
@@ -49,9 +53,7 @@ GRID_MODEL = ["model=gqa_3kv", "model/lws=openelm", "model.d_model=96", "model.n
 GRID_SWEEP = ["model.lws.qkv_scalars=[0.25,1.0],[0.5,1.0]", "model.n_kv_heads=3,4"]
 # The grid point the FSDP job repeats on 2 ranks.
 FSDP_POINT = ["model.lws.qkv_scalars=[0.5,1.0]", "model.n_kv_heads=3"]
-# Long enough that the time-limit job is still training when the signal comes.
-# Long enough that slurmctld's time-limit check (every 30 s) signals the job while it trains,
-# also on an idle machine (40 steps once ended 36 s after the limit was lowered, unsignalled).
+# Long enough for the crash test's kill to land while the job trains.
 LONG_STEPS = 150
 LONG = [*SMALL, f"train.max_steps={LONG_STEPS}", "train.checkpoint_interval=1000"]
 # Every job asks for little so that they share the node (the tiny runs need far less).
@@ -210,9 +212,8 @@ def seconds(slurm_time: str) -> int:
     return int(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
 
 
-def kill_a_training_task(sweep: Sweep, num: int) -> None:
-    """SIGKILL job #num's training process once it has trained a step (as the OOM killer would)."""
-    wait_for_steps(sweep.run_dir(num), 1)
+def training_pids(sweep: Sweep, num: int) -> tuple[str, list[int]]:
+    """Job #num's id and its training processes (the tasks of its step 0: the ranks)."""
     job = running_job_id(sweep.cwd, num)
     out = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True,
                          check=True, timeout=60).stdout
@@ -220,29 +221,69 @@ def kill_a_training_task(sweep: Sweep, num: int) -> None:
     pids = [int(cols[0]) for cols in (line.split() for line in out.splitlines()[1:])
             if len(cols) >= 3 and cols[2] == "0"]
     assert pids, out
+    return job, pids
+
+
+def kill_a_training_task(sweep: Sweep, num: int) -> None:
+    """SIGKILL job #num's training process once it has trained a step (as the OOM killer would)."""
+    wait_for_steps(sweep.run_dir(num), 1)
+    job, pids = training_pids(sweep, num)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     sweep.events.append(f"killed job {job} (#{num}) pids {pids}")
 
 
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass  # a short-lived child of the task, gone
+
+
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP); a gone one counts as not."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return re.search(r"^State:\s*T\b", status, re.MULTILINE) is not None
+
+
 def cut_the_time_limit(sweep: Sweep) -> None:
-    """Lower job #0's time limit once it trains, so SLURM signals it; raise it again on requeue."""
+    """Freeze job #0 once it trains and lower its time limit: SLURM's signal (USR2 with a SIGCONT)
+    lets it go on, so it cannot have finished before; raise the limit again on requeue."""
     wait_for_steps(sweep.run_dir(0), 1)
-    job = running_job_id(sweep.cwd, 0)
-    ran = seconds(job_field(job, "RunTime"))
-    limit_min = math.ceil(ran / 60) + 1  # 60-120 s left: below signal_delay_s, so signalled now
-    subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={limit_min}"], check=True,
-                   timeout=60)
-    sweep.events.append(f"job {job}: time limit {limit_min} min after {ran}s")
-    deadline = time.monotonic() + 600
+    job, pids = training_pids(sweep, 0)
+    signal_all(pids, signal.SIGSTOP)
+    try:
+        ran = seconds(job_field(job, "RunTime"))
+        limit_min = math.ceil(ran / 60) + 2  # 2-3 min left: below signal_delay_s, so signalled now
+        subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={limit_min}"],
+                       check=True, timeout=60)
+        sweep.events.append(f"job {job}: frozen, time limit {limit_min} min after {ran}s")
+        deadline = time.monotonic() + 300
+        # slurmstepd sends a stopped task SIGCONT with the signal: the task runs again then.
+        while all(stopped(pid) for pid in pids):
+            if time.monotonic() > deadline:
+                sweep.events.append("no signal from SLURM within 300s")
+                return
+            time.sleep(0.05)
+        sweep.events.append(f"job {job}: signalled by SLURM after {seconds(job_field(job, 'RunTime'))}s")
+    finally:
+        signal_all(pids, signal.SIGCONT)
+    let_go = time.monotonic()
+    deadline = let_go + 600
     while int(job_field(job, "Restarts")) == 0:
         if time.monotonic() > deadline:
             sweep.events.append("no requeue within 600s")
             return
         time.sleep(0.5)
+    requeued_after = time.monotonic() - let_go
     subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={TIMEOUT_MIN}"],
                    check=True, timeout=60)
-    sweep.events.append(f"job {job}: requeued; time limit back to {TIMEOUT_MIN} min")
+    sweep.events.append(f"job {job}: requeued {requeued_after:.1f}s after the signal reached it; "
+                        f"time limit back to {TIMEOUT_MIN} min")
 
 
 def in_background(sweep: Sweep, action) -> threading.Thread:
@@ -280,8 +321,22 @@ def grid_reference(sweeps: dict) -> Path:
         o in (grid.run_dir(n) / ".hydra" / "overrides.yaml").read_text() for o in FSDP_POINT)]
     return reference
 
+# The sweeps each test reads (the fixture starts those of the selected tests; unknown: all).
+SWEEPS_READ = {
+    "test_grid_sweep_is_four_jobs": {"grid"},
+    "test_fsdp_job_is_one_two_rank_run": {"fsdp", "grid"},
+    "test_crashed_job_fails_the_sweep_not_the_others": {"crash"},
+    "test_time_limit_requeues_and_resumes_losing_nothing": {"timeout", "crash"},
+    "test_gpu_partition_gets_its_gpus_and_a_rank_each": {"gpu_default"},
+    "test_cpu_partition_gets_no_gpus": {"cpu_default"},
+    "test_two_node_hsdp_job_trains_like_one_process": {"hsdp_2node", "grid"},
+}
+ALL_SWEEPS = set().union(*SWEEPS_READ.values())
+
+
 @pytest.fixture(scope="module")
-def sweeps(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def sweeps(data_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest):
     """All sweeps of this module, started together (the data prepared once, before)."""
     require_cluster()
     prep = subprocess.run([sys.executable, "-m", "olmo_exp.data", f"data.output_dir={data_dir}",
@@ -295,29 +350,33 @@ def sweeps(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     (profile / "cluster" / "default.yaml").write_text(PROFILE)
     with_profile = {"OLMO_EXP_CONFIG_DIR": str(profile)}
     started = time.monotonic()
-    running = {
-        "grid": start_sweep("grid", root, data_dir, *TINY, *GRID_MODEL, *GRID_SWEEP),
-        "fsdp": start_sweep("fsdp", root, data_dir, *TINY, *GRID_MODEL, *FSDP_POINT, "dist=fsdp",
-                            "dist.nproc_per_node=2", "hydra.launcher.gpus_per_node=0"),
+    wanted = set().union(*(SWEEPS_READ.get(item.originalname, set(ALL_SWEEPS))
+                           for item in request.session.items if item.module is request.module))
+    starts = {
+        "grid": lambda: start_sweep("grid", root, data_dir, *TINY, *GRID_MODEL, *GRID_SWEEP),
+        "fsdp": lambda: start_sweep("fsdp", root, data_dir, *TINY, *GRID_MODEL, *FSDP_POINT, "dist=fsdp",
+                                    "dist.nproc_per_node=2", "hydra.launcher.gpus_per_node=0"),
         # #0 is the uninterrupted run for the time-limit test; #1 gets killed while it trains
-        "crash": start_sweep("crash", root, data_dir, *LONG, "train.seed=42,7"),
-        "timeout": start_sweep("timeout", root, data_dir, *LONG, "train.seed=42",
-                               f"hydra.launcher.timeout_min={TIMEOUT_MIN}",
-                               f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
-                               "hydra.launcher.max_num_timeout=2"),
+        "crash": lambda: start_sweep("crash", root, data_dir, *LONG, "train.seed=42,7"),
+        "timeout": lambda: start_sweep("timeout", root, data_dir, *LONG, "train.seed=42",
+                                       f"hydra.launcher.timeout_min={TIMEOUT_MIN}",
+                                       f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
+                                       "hydra.launcher.max_num_timeout=2"),
         # Dry runs (validation and the model table in every task, no training): the profile's
         # GPU partition, GPUs not asked for; the same profile on the CPU partition.
-        "gpu_default": start_sweep("gpu_default", root, data_dir, *SMALL, "dist=fsdp",
-                                   "dry_run=true", env=with_profile),
-        "cpu_default": start_sweep("cpu_default", root, data_dir, *SMALL, "dist=fsdp",
-                                   "dry_run=true", "cluster.partition=debug", env=with_profile),
+        "gpu_default": lambda: start_sweep("gpu_default", root, data_dir, *SMALL, "dist=fsdp",
+                                           "dry_run=true", env=with_profile),
+        "cpu_default": lambda: start_sweep("cpu_default", root, data_dir, *SMALL, "dist=fsdp",
+                                           "dry_run=true", "cluster.partition=debug", env=with_profile),
         # Two nodes of partition gpu, one rank each: HSDP with one replica per node.
-        "hsdp_2node": start_sweep("hsdp_2node", root, data_dir, *TINY, *GRID_MODEL, *FSDP_POINT,
-                                  "dist=hsdp", "dist.nodes=2", "dist.nproc_per_node=1",
-                                  "cluster.partition=gpu"),
+        "hsdp_2node": lambda: start_sweep("hsdp_2node", root, data_dir, *TINY, *GRID_MODEL, *FSDP_POINT,
+                                          "dist=hsdp", "dist.nodes=2", "dist.nproc_per_node=1",
+                                          "cluster.partition=gpu"),
     }
-    threads = [in_background(running["crash"], lambda s: kill_a_training_task(s, 1)),
-               in_background(running["timeout"], cut_the_time_limit)]
+    running = {name: start() for name, start in starts.items() if name in wanted}
+    actions = {"crash": lambda s: kill_a_training_task(s, 1), "timeout": cut_the_time_limit}
+    threads = [in_background(running[name], action) for name, action in actions.items()
+               if name in running]
     yield running
     for sweep in running.values():
         if sweep.proc.poll() is None:
