@@ -77,12 +77,12 @@ def test_validation_errors_name_the_key(overrides: list[str], key: str) -> None:
 
 
 def test_short_run_caps_warmup_and_intervals_at_its_length() -> None:
-    config = compose_run("train.max_steps=5")  # defaults: warmup 10, every interval 50
+    config = compose_run("train.max_steps=5")  # defaults: warmup 10, intervals 50 and eval 25
     config.validate(CPU_HOST)
     train = config.train
     assert [train.capped(k) for k in ("warmup_steps", "checkpoint_interval", "eval_interval")] == [5] * 3
     assert config.notices(cpu_world()) == [
-        "train.warmup_steps=10, train.checkpoint_interval=50, train.eval_interval=50, "
+        "train.warmup_steps=10, train.checkpoint_interval=50, train.eval_interval=25, "
         "generate.interval=50 capped at train.max_steps=5 (longer than the run)"
     ]
     module = train.train_module_config(sequence_length=64)

@@ -14,6 +14,7 @@ its ``__init__`` and ``__main__``, the code being in ``cli/``.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,20 @@ def _type_checking_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
-def imports_of(path: Path, known: set[str]) -> set[str]:
+def _absolute(node: ast.ImportFrom, package: str) -> str:
+    """The module a ``from ... import`` names, relative ones (``from .x``, ``from ..x``)
+    resolved against the importing module's package."""
+    if node.level == 0:
+        return node.module or ""
+    base = package.split(".")
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def imports_of(path: Path, known: set[str], root: Path = PACKAGE) -> set[str]:
     """The package's own modules that ``path`` imports, anywhere in the file."""
+    name = module_name(path, root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
     skip = _type_checking_lines(tree)
     found: set[str] = set()
@@ -53,10 +66,11 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom):
             # `from olmo_exp.x import y`: y may be a module of x, else a name defined in x.
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known
-                     else node.module for a in node.names]
+            module = _absolute(node, package)
+            names = [f"{module}.{a.name}" if f"{module}.{a.name}" in known
+                     else module for a in node.names]
         for name in names:
             while name and name not in known:
                 name = name.rpartition(".")[0]
@@ -71,7 +85,8 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     graph = {}
     for name, path in paths.items():
         # A package's __init__ is imported with each of its modules: leave it out as a target.
-        graph[name] = {m for m in imports_of(path, known) if m != name and not _is_package(m, paths)}
+        graph[name] = {m for m in imports_of(path, known, root)
+                       if m != name and not _is_package(m, paths)}
     return graph
 
 
@@ -169,6 +184,10 @@ def test_every_module_belongs_to_a_layer_and_stays_short() -> None:
     # a cycle inside one layer
     ({"data/a.py": "from olmo_exp.data import b\n", "data/b.py": "import olmo_exp.data.a\n"},
      "cycle"),
+    # relative imports are imports: upward, and a cycle
+    ({"config/model.py": "from ..runtime.launch import spawn\n",
+      "runtime/launch.py": "def spawn(): ...\n"}, "violation"),
+    ({"data/a.py": "from . import b\n", "data/b.py": "from .a import x\n"}, "cycle"),
     # downward only, annotations under TYPE_CHECKING: fine
     ({"runtime/run.py": "from olmo_exp.config.model import M\n",
       "config/model.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
@@ -188,23 +207,65 @@ def test_the_check_catches_what_it_names(tmp_path: Path, source: dict[str, str],
     assert found == expected
 
 
-def test_the_readmes_module_map_matches_the_tree() -> None:
-    """docs/development.md "Where the code is" names every module under its layer, and nothing
-    that is gone."""
-    import re
+def module_map() -> tuple[Path, str]:
+    """(the page, the text) of the "Where the code is" map (docs/development.md, or wherever
+    the docs keep it)."""
+    root = PACKAGE.parent
+    for page in [*sorted((root / "docs").glob("*.md")), root / "README.md"]:
+        parts = re.split(r"(?m)^#+ Where the code is\s*$", page.read_text() if page.exists() else "")
+        if len(parts) > 1:
+            return page, parts[1].split("```", 2)[1]
+    raise AssertionError('no "Where the code is" map in docs/*.md or README.md')
 
-    readme = (PACKAGE.parent / "docs" / "development.md").read_text()
-    block = readme.split("## Where the code is", 1)[1].split("```", 2)[1]
-    described: dict[str, str] = {}
+
+def mapped_modules(block: str) -> dict[str, list[str]]:
+    """Each layer's module names as the map lists them: ``layer/  name (what it is), name, a + b
+    (what both are), name: what it is``. A name is what leads an entry (entries are separated by
+    commas or ``+`` outside parentheses), never a word of the descriptions."""
+    entries: dict[str, str] = {}
     layer = None
     for line in block.splitlines():
-        head = re.match(r"^(\w+)/\s", line)
+        head = re.match(r"^(\w+)/\s+(.*)$", line)
         if head:
-            layer = head[1]
+            layer, line = head[1], head[2]
         if layer:
-            described[layer] = described.get(layer, "") + " " + line
-    assert set(described) == set(LAYERS)
+            entries[layer] = entries.get(layer, "") + " " + line.strip()
+    named: dict[str, list[str]] = {}
+    for layer, text in entries.items():
+        depth, top = 0, ""
+        for char in text:  # the text outside parentheses
+            depth += (char == "(") - (char == ")")
+            top += char if depth == 0 and char not in "()" else ""
+        named[layer] = [part.split(":")[0].strip() for part in re.split(r"[,+]", top)]
+    return named
+
+
+def map_problems(named: list[str], modules: set[str]) -> list[str]:
+    entries = set(named)
+    return sorted([f"not a module name: {e!r}" for e in entries if not re.fullmatch(r"[a-z_]+", e)]
+                  + [f"missing: {m}" for m in modules - entries]
+                  + [f"gone: {e}" for e in entries - modules if re.fullmatch(r"[a-z_]+", e)])
+
+
+def test_the_readmes_module_map_matches_the_tree() -> None:
+    """The map names every module under its layer, and nothing that is gone."""
+    page, block = module_map()
+    named = mapped_modules(block)
+    assert set(named) == set(LAYERS), page
     for name in LAYERS:
         modules = {p.stem for p in (PACKAGE / name).glob("*.py")} - {"__init__", "__main__"}
-        words = set(re.findall(r"\b[a-z_]+\b", described[name]))
-        assert modules <= words, (name, sorted(modules - words))
+        assert map_problems(named[name], modules) == [], (page.name, name)
+
+
+@pytest.mark.parametrize("block, problems", [
+    # a module named only in another's description does not count
+    ("base/     errors (ConfigError; see files)\n", ["missing: files"]),
+    ("base/     errors (ConfigError), files (shipped files), and more\n",
+     ["not a module name: 'and more'"]),
+    ("base/     errors (ConfigError), files (shipped files), paths (gone)\n", ["gone: paths"]),
+    ("base/     errors, files + locks (shipped files), hashes: sha256\n",
+     ["gone: hashes", "gone: locks"]),
+    ("base/     errors (ConfigError,\n          DataError), files (shipped)\n", []),
+])
+def test_the_map_check_reads_names_not_prose(block: str, problems: list[str]) -> None:
+    assert map_problems(mapped_modules(block)["base"], {"errors", "files"}) == problems

@@ -59,27 +59,42 @@ EXPECTED_COST = {"kv_heads": "kv_cache_bytes_per_token", "lws_scalars": "flops_p
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_plots_its_arms_against_the_cost_it_is_about(name: str) -> None:
     """report.png's arm panel: KV-cache bytes for kv_heads, training FLOPs for the LWS presets,
-    whatever else differs between the arms (the LWS models' KV heads differ too)."""
-    from olmo_exp.sweep.arm_report import ArmReport, ReportSettings
-    from olmo_exp.sweep.plots import _cost_axis
-    from olmo_exp.sweep.report import JobData, JobRow
+    whatever else differs between the arms (the LWS models' KV heads differ too). Read from the
+    figure's artists: each arm's point sits at its jobs' value of the named cost."""
+    import matplotlib.pyplot as plt
+
+    from olmo_exp.sweep.arm_report import COSTS, ReportSettings, arm_report, markdown
+    from olmo_exp.sweep.jobs import JobData, JobRow
+    from olmo_exp.sweep.plots import figure
 
     cfg = compose([f"+sweep={name}"], hydra=True)
     settings = ReportSettings.from_callback(
         OmegaConf.to_container(cfg.hydra.callbacks.sweep_report))
-    settings.check()
     assert settings.cost == EXPECTED_COST[name]
-    # Two arms that differ in every cost: the named one is the axis, not the first that differs.
-    arms = group_arms({"overrides": [f"model.n_layers={n}"], "status": "finished",
-                       "metrics": {"final": 1.0}} for n in (1, 2))
+    # Two arms that differ in every cost, each in its own order of magnitude: the point of an
+    # arm shows which cost is the axis.
+    per_arm = {1: {"params": 10, "flops_per_token": 200, "kv_cache_bytes_per_token": 3000},
+               2: {"params": 20, "flops_per_token": 100, "kv_cache_bytes_per_token": 4000}}
     data = [JobData(row=JobRow(job=i, overrides="", status="finished", run_dir="",
-                               params=10 * (i + 1), flops_per_token=100 * (i + 1),
-                               kv_cache_bytes_per_token=1000 * (i + 1)),
-                    all_overrides=[f"model.n_layers={i + 1}"], metrics=[],
-                    curve_tokens_per_step=None) for i in range(2)]
-    report = ArmReport(arms=arms, baseline=arms[0], diffs=[], metric_names=[], extra_names=[],
-                       settings=settings, job_arm={0: arms[0], 1: arms[1]})
-    assert _cost_axis(data, report)[0] == EXPECTED_COST[name]
+                               **per_arm[i + 1]),
+                    all_overrides=[f"model.n_layers={i + 1}"], curve_tokens_per_step=None,
+                    metrics=[{"step": 1, VAL: 3.0 + i}]) for i in range(2)]
+    report = arm_report(data, settings)
+    assert report.cost == EXPECTED_COST[name]
+    # The arm table's cost column is the same cost.
+    assert f"| model.n_layers=2 | 1 | {per_arm[2][EXPECTED_COST[name]]:,} | 4.0000 ± – |" in \
+        markdown(report)
+    fig = figure(data, report, "test")
+    try:
+        panel = next(ax for ax in fig.axes if ax.get_title().startswith("arms"))
+        assert panel.get_xlabel() == COSTS[EXPECTED_COST[name]]
+        points = {c.get_label().split(" (")[0]: (list(c.lines[0].get_xdata()),
+                                                 list(c.lines[0].get_ydata()))
+                  for c in panel.containers}
+        assert points == {f"model.n_layers={n}": ([per_arm[n][EXPECTED_COST[name]]], [2.0 + n])
+                          for n in (1, 2)}
+    finally:
+        plt.close(fig)
 
 
 def test_an_unknown_cost_axis_is_refused_before_any_job(tmp_path: Path, data_dir: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -112,12 +111,31 @@ def truncate_to_step(path: Path, step: int) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def dir_lock(directory: Path) -> Iterator[None]:
-    """An exclusive lock on a directory itself (flock on its descriptor), across processes:
-    unlike a lock file, it leaves nothing behind (deleting a lock file is racy while others wait)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+def file_lock(lock_file: Path, timeout: float = 300.0) -> Iterator[None]:
+    """An exclusive lock across processes and machines, on ``lock_file`` (created, left in place).
+
+    filelock opens the file for writing, as NFS needs (it emulates flock with POSIX locks, which
+    refuse a descriptor opened read-only: EBADF); where the filesystem has no flock at all (Lustre
+    mounted without it: ENOSYS) filelock falls back to a lock held by the file's existence. Waits
+    at most ``timeout`` seconds, then raises filelock.Timeout (a soft lock a killed process left).
+    """
+    from filelock import FileLock
+
+    with FileLock(str(lock_file), timeout=timeout):
         yield
-    finally:
-        os.close(fd)
+
+
+def attempt_dirs(run_dir: Path) -> list[Path]:
+    """``.hydra/attempt-N/`` of the attempts after the first (whose config is ``.hydra/``'s), by N."""
+    found = [p for p in (run_dir / ".hydra").glob("attempt-*") if p.name[8:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[8:]))
+
+
+def latest_attempt_config(run_dir: Path) -> Path | None:
+    """The config of the run dir's latest attempt (written as the attempt starts, after its
+    checks), None if it has none."""
+    for path in [*(d / "config.yaml" for d in reversed(attempt_dirs(run_dir))),
+                 run_dir / ".hydra" / "config.yaml"]:
+        if path.exists():
+            return path
+    return None

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from olmo_core.distributed.utils import (
@@ -170,7 +170,11 @@ class TrainStepTimer(Callback):
     """Each step's training time alone (forward, backward, optimizer step; no evaluation,
     generation, checkpointing or logging, which olmo-core's per-step TPS counts) and the tokens
     this rank trained in it, recorded per step into ``metrics.jsonl``. The sweep report sums them
-    over the file's records, so tokens/s and training time continue across requeues."""
+    over the file's records, so tokens/s and training time continue across requeues. Callbacks
+    run by priority, highest first; the checkpointer (1) saves in ``post_train_batch``: this one
+    stops its clock before any other's."""
+
+    priority: ClassVar[int] = 100
 
     _start: float = 0.0
     _tokens: int = 0

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from olmo_exp.base.errors import ConfigError, DataError, Rejected
-from olmo_exp.base.files import remove_created_dir, write_json_atomic
+from olmo_exp.base.files import (  # the attempts' configs: the report reads them too
+    attempt_dirs,
+    latest_attempt_config,
+    remove_created_dir,
+    write_json_atomic,
+)
 from olmo_exp.build.summary import SUMMARY_FILE, format_resolved, format_summary, run_summary
 from olmo_exp.config import topology as topo
 from olmo_exp.config.compose import replace_preset_budget, run_config
@@ -252,21 +257,6 @@ def check_launcher_mode() -> None:
         raise ConfigError("hydra/launcher", choice,
                           "submits jobs only for sweeps: add -m (python run.py -m "
                           f"hydra/launcher={choice} ...); a single point is a sweep of one job")
-
-
-def attempt_dirs(run_dir: Path) -> list[Path]:
-    """``.hydra/attempt-N/`` of the attempts after the first (whose config is ``.hydra/``'s), by N."""
-    found = [p for p in (run_dir / ".hydra").glob("attempt-*") if p.name[8:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[8:]))
-
-
-def latest_attempt_config(run_dir: Path) -> Path | None:
-    """The config of the run dir's latest attempt, None if it has none."""
-    for path in [*(d / "config.yaml" for d in reversed(attempt_dirs(run_dir))),
-                 run_dir / ".hydra" / "config.yaml"]:
-        if path.exists():
-            return path
-    return None
 
 
 def _select(node: Any, key: str) -> Any:

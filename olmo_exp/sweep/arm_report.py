@@ -23,20 +23,21 @@ from olmo_exp.base.files import atomic_path
 from olmo_exp.runtime.console import VAL_LOSS, VAL_PPL
 from olmo_exp.sweep import rungs as ladder
 from olmo_exp.sweep.arms import (
+    MISSING,
+    NA,
     ArmStats,
     PairedDiff,
-    arm_key,
+    arm_id,
     arm_table_markdown,
     baseline_arm,
     compare,
     group_arms,
     last_k_mean,
 )
+from olmo_exp.sweep.jobs import JobData
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from olmo_exp.sweep.report import JobData
 
 FINAL = "val loss"
 # What an arm panel's x axis can be (a report row's field: its title), in order of preference
@@ -44,6 +45,11 @@ FINAL = "val loss"
 COSTS = {"kv_cache_bytes_per_token": "KV-cache bytes per token (bf16)",
          "flops_per_token": "training FLOPs per token",
          "params": "parameters"}
+
+
+VALID = {"last_k": "an integer >= 1 (the number of last evaluations averaged, e.g. 3)",
+         "confidence": "a fraction between 0 and 1 (e.g. 0.95 for a 95% interval)"}
+IN_RANGE = {"last_k": lambda k: k >= 1, "confidence": lambda c: 0 < c < 1}
 
 
 @dataclass
@@ -66,6 +72,9 @@ class ReportSettings:
 
     @classmethod
     def from_callback(cls, node: dict[str, Any] | None) -> ReportSettings:
+        """The settings of ``hydra.callbacks.sweep_report``: an absent or null setting takes its
+        default; a last_k or confidence that is no number in range raises (ConfigError, the
+        value as typed), the others are checked by :meth:`check`."""
         node = node or {}
         baseline = node.get("baseline")
         if isinstance(baseline, str):
@@ -77,18 +86,35 @@ class ReportSettings:
             rungs, budget, error = *ladder.parse(node), None
         except ConfigError as e:  # raised by check(), before any job starts
             rungs, budget, error = [], None, e
-        return cls(baseline=[str(o) for o in baseline] if baseline else None,
-                   last_k=int(node.get("last_k") or 3),
-                   confidence=float(node.get("confidence") or 0.95),
-                   matched=[str(m) for m in matched],
-                   cost=str(node["cost"]) if node.get("cost") else None,
-                   rungs=rungs, budget=budget, axis_error=error)
+        settings = cls(baseline=[str(o) for o in baseline] if baseline else None,
+                       matched=[str(m) for m in matched],
+                       cost=str(node["cost"]) if node.get("cost") else None,
+                       rungs=rungs, budget=budget, axis_error=error)
+        for name, kind in (("last_k", int), ("confidence", float)):
+            value = node.get(name)
+            if value is None:
+                continue
+            try:
+                number = kind(value)
+                # 2.5 is no last_k, True no confidence
+                if isinstance(value, bool) or number != float(value) or not IN_RANGE[name](number):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ConfigError(f"hydra.callbacks.sweep_report.{name}", value,
+                                  VALID[name]) from None
+            setattr(settings, name, number)
+        return settings
 
     def check(self) -> None:
+        """One line naming the setting, its value and what is valid, before any job starts."""
         if self.axis_error is not None:
             raise self.axis_error
+        key = "hydra.callbacks.sweep_report."
+        for name in ("last_k", "confidence"):
+            if not IN_RANGE[name](getattr(self, name)):
+                raise ConfigError(key + name, getattr(self, name), VALID[name])
         if self.cost is not None and self.cost not in COSTS:
-            raise ConfigError("hydra.callbacks.sweep_report.cost", self.cost,
+            raise ConfigError(key + "cost", self.cost,
                               f"one of {', '.join(COSTS)} or null (the first that differs)")
 
     @property
@@ -133,10 +159,30 @@ class ArmReport:
     """Each job's arm, by job number."""
     problem: str = ""
     """Why there is no comparison (a baseline that selects no arm), shown in report.md."""
+    cost: str | None = None
+    """The cost the arms are compared on (a key of COSTS): the arm table's cost column and the arm
+    panel's x axis; None when the arms don't differ in any."""
+    arm_cost: dict[str, Any] = field(default_factory=dict)
+    """Each arm's value of that cost (its jobs' model_summary.json), by arm label."""
+    few_evals: int = 0
+    """Finished jobs with fewer than last_k evaluations (their last-k statistic is empty)."""
 
 
-def _key(overrides: Sequence[str]) -> tuple[str, ...]:
-    return tuple(sorted(o.lstrip("+") for o in overrides))
+def cost_axis(data: Sequence[JobData], job_arm: dict[int, ArmStats],
+              settings: ReportSettings) -> str | None:
+    """The cost the sweep names (``hydra.callbacks.sweep_report.cost``), else the first of COSTS
+    whose value differs between arms."""
+    if settings.cost in COSTS:
+        return settings.cost
+    for key in COSTS:
+        per_arm: dict[int, set[Any]] = {}
+        for d in data:
+            value = getattr(d.row, key)
+            if value is not None and d.row.job in job_arm:
+                per_arm.setdefault(id(job_arm[d.row.job]), set()).add(value)
+        if len(per_arm) > 1 and len({v for vs in per_arm.values() for v in vs}) > 1:
+            return key
+    return None
 
 
 def arm_report(data: Sequence[JobData], settings: ReportSettings) -> ArmReport:
@@ -146,8 +192,16 @@ def arm_report(data: Sequence[JobData], settings: ReportSettings) -> ArmReport:
     names = [FINAL, settings.last_k_name]
     extra = sorted({k for a in arms for k in a.metrics} - set(names))
     report = ArmReport(arms, None, [], names, extra, settings)
-    by_key = {_key(a.overrides): a for a in arms}
-    report.job_arm = {d.row.job: by_key[_key(arm_key(d.all_overrides))] for d in data}
+    by_id = {arm_id(a.overrides): a for a in arms}
+    report.job_arm = {d.row.job: by_id[arm_id(d.all_overrides)] for d in data}
+    report.few_evals = sum(d.row.status == "finished" and job[settings.last_k_name] is None
+                           for d, job in zip(data, (j["metrics"] for j in jobs), strict=True))
+    report.cost = cost_axis(data, report.job_arm, settings)
+    if report.cost is not None:
+        for d in data:
+            value = getattr(d.row, report.cost)
+            if value is not None:
+                report.arm_cost.setdefault(report.job_arm[d.row.job].label, value)
     if not arms:
         return report
     # A ladder compares each arm with the baseline arm of the same rung (and budget).
@@ -165,25 +219,33 @@ def arm_report(data: Sequence[JobData], settings: ReportSettings) -> ArmReport:
 
 
 def markdown(report: ArmReport) -> str:
+    """The arm part of report.md: what the question needs first (arm, seeds, the cost, Δ vs the
+    baseline with its CI, the verdict), the full statistics after it, and why a statistic is
+    empty, once."""
     s = report.settings
     lines = [
         "## Arms (jobs that differ only in `train.seed`)",
         "",
-        f"Mean ± std over seeds, Student-t {s.confidence:.0%} CI of the mean; Δ = arm − baseline "
-        "paired by seed, with its CI; verdict: *better*/*worse* when the CI of Δ excludes 0, "
-        "*within noise* otherwise, *n/a* with fewer than 2 paired seeds. Only finished jobs count.",
+        f"Δ = arm − baseline paired by seed, with its Student-t {s.confidence:.0%} CI; verdict: "
+        "*better*/*worse* when the CI of Δ excludes 0, *within noise* otherwise, *n/a* with fewer "
+        "than 2 paired seeds. Only finished jobs count.",
     ]
     if report.baseline is not None:
         lines.append(f"Baseline arm: `{report.baseline.label}`"
-                     + (f" (`hydra.callbacks.sweep_report.baseline={json.dumps(s.baseline)}`)" if s.baseline
-                        else " (the first arm: no baseline set)"))
+                     + (f" (`hydra.callbacks.sweep_report.baseline={json.dumps(s.baseline)}`)"
+                        if s.baseline else " (the first arm: no baseline set)"))
     elif s.rungs or s.budget:
         keys = ", ".join(f"`{k}`" for k in ladder.axis_keys(s.rungs, s.budget))
         lines.append(f"Each arm is compared with the baseline arm at the same rung ({keys}): "
                      + (f"`{' '.join(s.baseline)}`" if s.baseline else "the first arm"))
     if report.problem:
         lines.append(f"**No comparison:** {report.problem}")
-    lines += ["", arm_table_markdown(report.arms, report.diffs, report.metric_names,
+    lines += ["", lead_table(report), *[f"- {why}" for why in empty_reasons(report)], "",
+              "### Full statistics",
+              "",
+              "Mean ± std over seeds, Student-t CI of the mean, per metric (also in "
+              "`report_arms.csv`):",
+              "", arm_table_markdown(report.arms, report.diffs, report.metric_names,
                                      s.confidence)]
     if report.extra_names:
         lines += ["", "Other evaluation metrics of the last evaluation (mean ± std over seeds):",
@@ -191,9 +253,67 @@ def markdown(report: ArmReport) -> str:
     return "\n".join(lines)
 
 
+def _num(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.4f}"
+
+
+def _cost_text(value: Any) -> str:
+    return MISSING if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+
+
+def lead_table(report: ArmReport) -> str:
+    """One row per arm: arm, seeds, the cost, the final validation loss, and per validation-loss
+    statistic Δ vs baseline [CI] and the verdict; jobs left out of the statistics last."""
+    pct = f"{report.settings.confidence:.0%}"
+    by_arm = {(d.arm, d.metric): d for d in report.diffs}
+    baselines = {d.baseline for d in report.diffs}  # a ladder: one per rung
+    header = ["arm", "seeds"]
+    if report.cost is not None:
+        header.append(COSTS[report.cost])
+    header.append(f"{FINAL} mean ± std")
+    for m in report.metric_names:
+        header += [f"Δ {m} [{pct} CI]", "verdict"]
+    header.append("not in stats")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for arm in report.arms:
+        row = [arm.label.replace("|", "\\|"), str(arm.n_seeds)]
+        if report.cost is not None:
+            row.append(_cost_text(report.arm_cost.get(arm.label)))
+        row.append(f"{_num(arm.mean(FINAL))} ± {_num(arm.std(FINAL))}")
+        for m in report.metric_names:
+            d = by_arm.get((arm.label, m))
+            if arm is report.baseline or (d is None and arm.label in baselines):
+                row += ["baseline", ""]
+            elif d is None or d.mean_diff is None:
+                row += [MISSING, d.verdict if d else ""]
+            else:
+                ci = MISSING if d.ci_low is None else f"[{_num(d.ci_low)}, {_num(d.ci_high)}]"
+                row += [f"{_num(d.mean_diff)} {ci}", d.verdict]
+        row.append(", ".join(f"{n} {what}" for n, what in (
+            (arm.n_running, "running"), (arm.n_failed, "failed"), (arm.n_diverged, "diverged"),
+            (arm.n_other, "not run")) if n))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def empty_reasons(report: ArmReport) -> list[str]:
+    """Why a statistic of the tables is empty or has no verdict, each said once."""
+    s, reasons = report.settings, []
+    if report.few_evals:
+        reasons.append(
+            f"*{s.last_k_name}* is empty for {report.few_evals} finished job"
+            f"{'s' if report.few_evals > 1 else ''}: fewer than {s.last_k} evaluations per job; "
+            "set `hydra.callbacks.sweep_report.last_k` or evaluate more often "
+            "(`train.eval_interval`).")
+    if any(d.verdict == NA and d.n_pairs < 2 for d in report.diffs):
+        reasons.append("*n/a*: fewer than 2 seeds that both the arm and the baseline finished: "
+                       "no noise estimate; run 3 or more seeds (`train.seed=0,1,2`).")
+    return reasons
+
+
 ARM_CSV_COLUMNS = ["arm", "overrides", "baseline", "n_seeds", "seeds", "metric", "mean", "std",
                    "ci_low", "ci_high", "diff_vs_baseline", "diff_ci_low", "diff_ci_high",
-                   "n_pairs", "p_value", "verdict", "n_running", "n_failed"]
+                   "n_pairs", "p_value", "verdict", "n_running", "n_failed", "n_diverged"]
 
 
 def write_csv(report: ArmReport, path: Path) -> None:
@@ -211,6 +331,7 @@ def write_csv(report: ArmReport, path: Path) -> None:
                     "baseline": arm is report.baseline, "n_seeds": arm.n_seeds,
                     "seeds": " ".join("default" if x is None else str(x) for x in arm.seeds),
                     "metric": name, "n_running": arm.n_running, "n_failed": arm.n_failed,
+                    "n_diverged": arm.n_diverged,
                 }
                 if m is not None:
                     row.update(mean=m.mean, std=m.std, ci_low=m.ci_low, ci_high=m.ci_high)

@@ -46,6 +46,12 @@ def arm_key(overrides: Sequence[str], seed_key: str = SEED_KEY) -> tuple[str, ..
     return tuple(o for o in overrides if not (_split(o)[0] == seed_key and _split(o)[1] is not None))
 
 
+def arm_id(overrides: Sequence[str], seed_key: str = SEED_KEY) -> tuple[str, ...]:
+    """What two jobs of one arm share, whatever their overrides' order and ``+`` prefixes: their
+    overrides minus the seed, normalized and sorted."""
+    return tuple(sorted(_normalized(o) for o in arm_key(overrides, seed_key)))
+
+
 def seed_of(overrides: Sequence[str], seed_key: str = SEED_KEY) -> int | None:
     """The seed a job's overrides set (the last one wins, as in Hydra); None when none does.
 
@@ -130,6 +136,8 @@ class ArmStats:
     metrics: dict[str, MetricStats] = field(default_factory=dict)
     n_running: int = 0
     n_failed: int = 0
+    n_diverged: int = 0
+    """Jobs whose loss went NaN/inf: never averaged (one NaN would make every statistic NaN)."""
     n_other: int = 0
     """Jobs neither completed, running nor failed (not started, dry run): not in the statistics."""
 
@@ -221,19 +229,18 @@ def group_arms(
 
     Each job: ``overrides`` (list of str), ``metrics`` ({name: value or None}), ``status``; an
     optional ``seed`` (e.g. the resolved config's) wins over the overrides. Only completed jobs
-    enter the statistics (a running job's last value is not a final one); running and failed
-    jobs are counted per arm. Arms match on their overrides whatever the order and ``+`` prefix.
+    enter the statistics (a running job's last value is not a final one); running, failed and
+    diverged jobs are counted per arm. Arms match on their overrides whatever the order and ``+`` prefix.
     """
     groups: dict[tuple[str, ...], dict[str, Any]] = {}
     for job in jobs:
-        key = arm_key(job["overrides"], seed_key)
-        group = groups.setdefault(tuple(sorted(_normalized(o) for o in key)),
-                                  {"overrides": key, "completed": [], "running": 0,
-                                   "failed": 0, "other": 0})
+        group = groups.setdefault(arm_id(job["overrides"], seed_key),
+                                  {"overrides": arm_key(job["overrides"], seed_key), "completed": [], "running": 0,
+                                   "failed": 0, "diverged": 0, "other": 0})
         status = job.get("status")
         if status in COMPLETED:
             group["completed"].append(job)
-        elif status in ("running", "failed"):
+        elif status in ("running", "failed", "diverged"):
             group[status] += 1
         else:
             group["other"] += 1
@@ -261,7 +268,8 @@ def group_arms(
         arms.append(ArmStats(label=label or "(common overrides only)",
                              overrides=group["overrides"], n_seeds=len(ordered), seeds=ordered,
                              metrics=metrics, n_running=group["running"],
-                             n_failed=group["failed"], n_other=group["other"]))
+                             n_failed=group["failed"], n_diverged=group["diverged"],
+                             n_other=group["other"]))
     return arms
 
 
@@ -339,6 +347,7 @@ def arm_table_markdown(
     for arm in arms:
         excluded = [f"{n} {what}" for n, what in ((arm.n_running, "running"),
                                                    (arm.n_failed, "failed"),
+                                                   (arm.n_diverged, "diverged"),
                                                    (arm.n_other, "not run"))
                     if n]
         row = [_cell(arm.label), str(arm.n_seeds), ", ".join(excluded)]

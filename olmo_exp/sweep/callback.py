@@ -14,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from olmo_exp.base.errors import ConfigError
 from olmo_exp.runtime.console import rank_from_env
-from olmo_exp.sweep.failures import first_line, write_error_file
-from olmo_exp.sweep.report import JobRow, expand_jobs, write_report
+from olmo_exp.sweep.failures import exception_line, first_line, write_error_file
+from olmo_exp.sweep.jobs import JobRow
+from olmo_exp.sweep.report import expand_jobs, write_report
 
 
 class SweepReportCallback(Callback):
@@ -76,7 +77,15 @@ class SweepReportCallback(Callback):
     def _write(self, sweep_dir: Path) -> None:
         if rank_from_env() != 0:
             return
-        rows = write_report(sweep_dir)
+        try:
+            rows = write_report(sweep_dir)
+        except Exception as e:  # Hydra would turn it into a warning: say it, and how to recover
+            line = (f"error: the report of sweep {sweep_dir} was not written ({exception_line(e)}); "
+                    f"write it with: python -m olmo_exp.sweep.report {sweep_dir}")
+            if line != self._last_line:
+                print(line, file=sys.stderr)
+                self._last_line = line
+            return
         line = f"report: {sweep_dir / 'report.md'} ({progress(rows)})"
         if line != self._last_line:  # the end of a sweep rewrites it twice more, unchanged
             print(line, file=sys.stderr)
@@ -108,12 +117,12 @@ def _check_sweep(config: DictConfig) -> None:
     def plain(node: Any) -> Any:
         return OmegaConf.to_container(node, resolve=False) if node is not None else None
 
-    settings = ReportSettings.from_callback(plain(OmegaConf.select(config,
-                                                                   "hydra.callbacks.sweep_report")))
     params = plain(OmegaConf.select(config, "hydra.sweeper.params"))
     jobs = expand_jobs(params, list(config.hydra.overrides.task))
     arms = group_arms({"overrides": j, "status": "not started", "metrics": {}} for j in jobs)
     try:
+        settings = ReportSettings.from_callback(
+            plain(OmegaConf.select(config, "hydra.callbacks.sweep_report")))
         settings.check()
         rungs.check(settings.rungs, settings.budget, jobs)
         # A ladder: each rung's arms against the baseline arm of that rung.
@@ -132,7 +141,9 @@ def _check_sweep(config: DictConfig) -> None:
 
 
 def progress(rows: list[JobRow]) -> str:
-    """``3/4 jobs done, 1 failed``: failed jobs are done, and counted apart so that none hides."""
-    done = sum(r.status in ("finished", "failed", "dry run") for r in rows)
-    failed = sum(r.status == "failed" for r in rows)
-    return f"{done}/{len(rows)} jobs done" + (f", {failed} failed" if failed else "")
+    """``3/4 jobs done, 1 failed``: failed and diverged jobs are done, and counted apart so that
+    none hides."""
+    done = sum(r.status in ("finished", "failed", "diverged", "dry run") for r in rows)
+    apart = [f"{n} {status}" for status in ("failed", "diverged")
+             if (n := sum(r.status == status for r in rows))]
+    return ", ".join([f"{done}/{len(rows)} jobs done", *apart])

@@ -4,10 +4,11 @@ the ``error.txt`` that the report reads from a job's run dir."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
-from olmo_exp.base.files import write_atomic
+from olmo_exp.base.files import latest_attempt_config, write_atomic
 from olmo_exp.runtime.launch import is_echo
 
 
@@ -76,8 +77,8 @@ ERROR_FILE = "error.txt"
 
 def write_error_file(run_dir: Path, text: str, *, keep: bool = False) -> None:
     """``error.txt`` in a failed job's run dir, whose first line is the report's error column;
-    ``keep``: an account already there (the job's own, with its traceback) wins."""
-    if keep and (run_dir / ERROR_FILE).exists():
+    ``keep``: an account of this attempt already there (the job's own, with its traceback) wins."""
+    if keep and _this_attempts(run_dir / ERROR_FILE, attempt_started(run_dir)):
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / ERROR_FILE, text)
@@ -89,14 +90,38 @@ def first_line(text: str) -> str:
 
 
 
-def failure_line(run_dir: Path) -> str | None:
-    """The first error line a failed run left: our error file, else olmo-core's failure log line."""
+def attempt_started(run_dir: Path) -> float | None:
+    """When the run dir's latest attempt began (its config is written as it starts, after its
+    checks), None before any attempt started."""
+    config = latest_attempt_config(run_dir)
+    return config.stat().st_mtime if config is not None else None
+
+
+def _this_attempts(path: Path, since: float | None) -> bool:
+    return path.exists() and (since is None or path.stat().st_mtime >= since)
+
+
+# train.log's lines start with logging's asctime (runtime/console.py FILE_FORMAT), local time.
+_LOG_STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3}) ")
+_LOG_FAILURE = "Training failed due to"  # olmo-core's Trainer.fit, then the exception's line
+
+
+def failure_line(run_dir: Path, since: float | None = None) -> str | None:
+    """The first error line a failed run left after ``since`` (a time, as from
+    :func:`attempt_started`; None: ever): our error file, else olmo-core's failure log line.
+    An earlier attempt's failure is history, not the job's state."""
     error_file = run_dir / ERROR_FILE
-    if error_file.exists():
+    if _this_attempts(error_file, since):
         return first_line(error_file.read_text()) or "failed"
     log = run_dir / "train.log"
-    if log.exists():
-        for line in log.read_text(errors="replace").splitlines():
-            if "Training failed due to" in line:
-                return line.split("Training failed due to", 1)[1].strip(" :")
+    if not log.exists():
+        return None
+    lines = log.read_text(errors="replace").splitlines()
+    stamp: float | None = None
+    for i, line in enumerate(lines):
+        if match := _LOG_STAMP.match(line):
+            stamp = time.mktime(time.strptime(match[1], "%Y-%m-%d %H:%M:%S")) + int(match[2]) / 1000
+        if _LOG_FAILURE in line and (since is None or stamp is None or stamp >= since):
+            cause = line.split(_LOG_FAILURE, 1)[1].strip(" :")
+            return cause or first_line("\n".join(lines[i + 1:i + 2])) or "failed"
     return None

@@ -15,13 +15,19 @@ import csv
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from olmo_exp.base.files import atomic_path, dir_lock, read_jsonl, write_atomic
+from olmo_exp.base.files import (
+    atomic_path,
+    file_lock,
+    latest_attempt_config,
+    read_jsonl,
+    write_atomic,
+)
 from olmo_exp.config.train import steps_for_tokens
 from olmo_exp.runtime.console import (
     DEVICE_TPS_AVG as TPS,
@@ -34,50 +40,9 @@ from olmo_exp.runtime.console import (
     VAL_PPL,
 )
 from olmo_exp.sweep import arm_report, scaling_report
-from olmo_exp.sweep.failures import failure_line
+from olmo_exp.sweep.failures import attempt_started, failure_line
+from olmo_exp.sweep.jobs import JobData, JobRow
 from olmo_exp.sweep.plots import write_plot
-
-"""Written into a job's run dir by :class:`SweepReportCallback` when the job raised."""
-
-
-@dataclass
-class JobRow:
-    job: int
-    overrides: str
-    """The overrides that differ between the sweep's jobs (the common ones are in report.md)."""
-    status: str
-    """finished | failed | running | not started | dry run"""
-    error: str = ""
-    step: int | None = None
-    params: int | None = None
-    non_embedding_params: int | None = None
-    flops_per_token: int | None = None
-    train_flops: int | None = None
-    """flops_per_token x tokens trained (last step x global batch x sequence length): the
-    compute a ladder's fit uses (:func:`olmo_exp.sweep.scaling_report.job_compute`)."""
-    kv_cache_bytes_per_token: int | None = None
-    """bf16, all layers (model_summary.json's kv_cache_bytes_per_token_bf16)"""
-    kv_cache_bytes_per_sequence: int | None = None
-    """bf16, one sequence of the run's data.sequence_length tokens"""
-    final_train_loss: float | None = None
-    final_val_loss: float | None = None
-    final_val_ppl: float | None = None
-    best_val_loss: float | None = None
-    best_val_ppl: float | None = None
-    tokens_per_s_device: float | None = None
-    train_wall_s: float | None = None
-    run_dir: str = ""
-
-
-@dataclass
-class JobData:
-    row: JobRow
-    all_overrides: list[str]
-    curve_tokens_per_step: int | None
-    metrics: list[dict[str, Any]]
-    extra: dict[str, float] = field(default_factory=dict)
-    """Other eval/... metrics of the last evaluation (bits per byte, downstream tasks, ...)."""
-
 
 # -- reading a run directory ------------------------------------------------------------------
 
@@ -113,23 +78,22 @@ def _target_step(config: dict | None) -> int | None:
 
 
 def read_job(run_dir: Path, job: int, overrides: list[str] | None, dry_run: bool = False) -> JobData:
-    """One report row from one run directory, whatever state it is in."""
-    config = _load_yaml(run_dir / ".hydra" / "config.yaml")
+    """One report row from one run directory, whatever state it is in. A run dir resumed more
+    than once holds every attempt's config (:func:`latest_attempt_config`): the latest decides."""
+    latest = latest_attempt_config(run_dir)
+    config = _load_yaml(latest) if latest is not None else None
     if overrides is None:
-        overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml") or []
+        overrides = _load_yaml(latest.with_name("overrides.yaml")) if latest is not None else None
+        overrides = overrides or []
     row = JobRow(job=job, overrides=" ".join(overrides), status="not started", run_dir=str(run_dir))
     data = JobData(row=row, all_overrides=list(overrides), metrics=[],
                    curve_tokens_per_step=tokens_per_step(config))
     if not run_dir.is_dir():
         return data
-    summary = None
-    if (run_dir / "model_summary.json").exists():
-        try:
-            summary = json.loads((run_dir / "model_summary.json").read_text())
-        except json.JSONDecodeError:
-            summary = None
+    summary = _read_summary(run_dir)
     if summary and isinstance(summary.get("train"), dict) and isinstance(config, dict):
-        # steps and batch as the run resolved them (a ladder's train.size_rule sets them)
+        # steps and batch as the run resolved them (a ladder's train.size_rule sets them); every
+        # attempt rewrites model_summary.json, so these are the latest attempt's too
         config = {**config, "train": {**config.get("train", {}), **summary["train"]}}
         data.curve_tokens_per_step = tokens_per_step(config)
     if summary:
@@ -147,23 +111,51 @@ def read_job(run_dir: Path, job: int, overrides: list[str] | None, dry_run: bool
         evals = [r for r in metrics if VAL_LOSS in r]
         if evals:
             row.final_val_loss, row.final_val_ppl = evals[-1][VAL_LOSS], evals[-1].get(VAL_PPL)
-            best = min(evals, key=lambda r: r[VAL_LOSS])
+            best = min(evals, key=lambda r: _or_inf(r[VAL_LOSS]))
             row.best_val_loss, row.best_val_ppl = best[VAL_LOSS], best.get(VAL_PPL)
         row.tokens_per_s_device, row.train_wall_s = training_speed(metrics)
         compute = scaling_report.job_compute(data)
         row.train_flops = round(compute) if compute is not None else None
-    failure = failure_line(run_dir)
-    target = _target_step(config)
-    if failure is not None:
-        row.status, row.error = "failed", failure
-    elif metrics and target is not None and row.step is not None and row.step >= target:
-        row.status = "finished"
-    elif dry_run and summary and not metrics:
-        row.status = "dry run"
-    else:
-        # Started, not finished, no error recorded: still running (or killed without a trace).
-        row.status = "running"
+    row.status, row.error = job_status(run_dir, row, _target_step(config),
+                                       dry_run=dry_run and bool(summary))
     return data
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "model_summary.json").read_text())
+    except (OSError, json.JSONDecodeError):  # none yet, or half-written
+        return None
+
+
+def _or_inf(value: float) -> float:
+    return value if math.isfinite(value) else math.inf
+
+
+def job_status(run_dir: Path, row: JobRow, target: int | None, *, dry_run: bool) -> tuple[str, str]:
+    """(status, error) of a started job, from its latest attempt; the first that applies:
+
+    - failed: the latest attempt left an error (error.txt, or olmo-core's failure line in
+      train.log, after the attempt began); an earlier attempt's failure does not count;
+    - diverged: the last loss (validation, else training) is NaN or infinite: never ranked or
+      averaged;
+    - finished: the metrics reach the latest attempt's last step (its train.max_steps may differ
+      from the first attempt's);
+    - dry run: a dry-run sweep's job, which wrote its model summary and trained nothing;
+    - running: none of these (or killed without a trace: SLURM's own log says).
+    """
+    failure = failure_line(run_dir, since=attempt_started(run_dir))
+    if failure is not None:
+        return "failed", failure
+    last_loss = row.final_val_loss if row.final_val_loss is not None else row.final_train_loss
+    if last_loss is not None and not math.isfinite(last_loss):
+        return "diverged", f"{'validation' if row.final_val_loss is not None else 'training'} " \
+                           f"loss is {last_loss} at step {row.step}"
+    if row.step is not None and target is not None and row.step >= target:
+        return "finished", ""
+    if dry_run and row.step is None:
+        return "dry run", ""
+    return "running", ""
 
 
 def offline_eval_metrics(run_dir: Path) -> dict[str, float]:
@@ -258,7 +250,8 @@ def _fmt(value: Any) -> str:
 def _sort_key(row: JobRow) -> tuple:
     """Finished jobs by final validation loss; the others (running: a loss that is not final yet)
     after them, in job order, unranked."""
-    ranked = row.status == "finished" and row.final_val_loss is not None
+    ranked = (row.status == "finished" and row.final_val_loss is not None
+              and math.isfinite(row.final_val_loss))
     return (not ranked, row.final_val_loss if ranked else 0.0, row.job)
 
 
@@ -316,8 +309,8 @@ def write_markdown(sweep_dir: Path, rows: list[JobRow], common: list[str], arms:
         "",
         "## Jobs",
         "",
-        "Finished jobs ranked by final validation loss, best first; running and failed jobs "
-        "follow, unranked. Values from each job's metrics.jsonl and model_summary.json. KV B/token: "
+        "Finished jobs ranked by final validation loss, best first; running, failed and diverged "
+        "(NaN or infinite loss) jobs follow, unranked. Values from each job's metrics.jsonl and model_summary.json. KV B/token: "
         "KV-cache bytes per token at bf16 (Σ over layers of 2 × KV heads × head dim × 2 B); "
         "KV B/seq: for one sequence of the run's data.sequence_length "
         f"({', '.join(map(str, lengths)) or '–'} tokens).",
@@ -335,14 +328,19 @@ def report_settings(sweep_dir: Path) -> arm_report.ReportSettings:
     return arm_report.ReportSettings.from_callback(node)
 
 
+REPORT_LOCK = ".report.lock"
+
+
 def write_report(sweep_dir: Path | str) -> list[JobRow]:
     """Writes report.csv, report_arms.csv, report.md and report.png (and, for a ladder,
     report_scaling.csv) into ``sweep_dir``; returns the rows (job order).
 
-    Locked, so that jobs finishing at the same time (submitit) write one report after another.
+    Locked, so that jobs finishing at the same time (submitit) write one report after another,
+    each reading what the one before it read or later; every file is replaced by a rename, so a
+    reader never sees a torn one.
     """
     sweep_dir = Path(sweep_dir)
-    with dir_lock(sweep_dir):
+    with file_lock(sweep_dir / REPORT_LOCK):
         data, common = collect(sweep_dir)
         rows = [d.row for d in data]
         settings = report_settings(sweep_dir)

@@ -22,13 +22,13 @@ from olmo_exp.base.files import atomic_path
 from olmo_exp.runtime.console import VAL_LOSS
 from olmo_exp.sweep import rungs as ladder
 from olmo_exp.sweep.arms import seed_of
+from olmo_exp.sweep.jobs import JobData
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from olmo_exp.sweep.arm_report import ReportSettings
     from olmo_exp.sweep.isoflop_fit import IsoflopFit
-    from olmo_exp.sweep.report import JobData
     from olmo_exp.sweep.scaling_fit import ArmFit, Multiplier, Rung
 
 N_BOOT = 1000
