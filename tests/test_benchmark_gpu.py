@@ -133,6 +133,8 @@ def _bench_with_fixed_arms(monkeypatch: pytest.MonkeyPatch, out: Path, device: s
         return run
 
     monkeypatch.setattr(olmo_exp.data.prep, "prepare", lambda data: None)
+    # the arms are given: the refusal to train 1B models on a machine without a GPU doesn't apply
+    monkeypatch.setattr(benchmark_gpu, "no_gpu_defaults", lambda models, overrides: None)
     monkeypatch.setattr(benchmark_gpu, "olmo_exp_arm", arm("olmo-exp"))
     monkeypatch.setattr(benchmark_gpu, "raw_arm", arm("raw"))
     monkeypatch.setattr(benchmark_gpu, "device_name", lambda: device)

@@ -341,12 +341,12 @@ def main(argv: list[str] | None = None) -> None:
         raw_loop(args.overrides, args.steps, args.warmup, args.raw_loop)
         return
 
-    no_gpu_defaults(models, args.overrides)
     start = time.monotonic()
     out = (args.out or Path("outputs/benchmark_gpu") / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     if out.exists() and any(p.name != "data" for p in out.iterdir()):
         # Arm dirs are read while they fill (metrics.jsonl): an old one would be read as new.
         parser.error(f"--out {out} holds an earlier benchmark; use a new directory")
+    no_gpu_defaults(models, args.overrides)
     out.mkdir(parents=True, exist_ok=True)
     shared = [*COMMON, *args.overrides]
     if not any(o.startswith("data.output_dir=") for o in shared):
