@@ -360,7 +360,7 @@ def test_bad_lws_input_is_one_line_naming_the_key(overrides: list[str], key: str
          "ListConfig, list or tuple."),
         ("model.lws.bogus=1", ConfigAttributeError,
          "model.lws.bogus=1: model.lws.bogus is not a config key; keys of model.lws: name, "
-         "qkv_scalars, fnn_scalars, output_scalars, ffn_multiple_of"),
+         "qkv_scalars, fnn_scalars, output_scalars, ffn_multiple_of, match"),
     ],
 )
 def test_wrong_types_fail_at_compose(override: str, cause: type, message: str) -> None:

@@ -53,8 +53,13 @@ def test_installed_wheel_finds_its_configs_sweeps_and_readme(installed: Path, tm
     # The sweep presets, listed from the sweeps/ folder the wheel carries inside the package.
     presets = ", ".join(sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml")))
     assert "kv_heads" in presets
-    assert any(re.fullmatch(rf"\s+\+sweep\s+{re.escape(presets)}", line) for line in shown), (
-        help_.stdout)
+    (start,) = [i for i, line in enumerate(shown) if line.strip().startswith("+sweep ")]
+    listed = shown[start].split()[1:]
+    for more in shown[start + 1:]:  # a long list wraps onto indented continuation lines
+        if not more.startswith(" " * 10):
+            break
+        listed += more.split()
+    assert " ".join(listed) == presets, help_.stdout
     # Every README example (its ```bash blocks after the install one), in order, read from the
     # package metadata: no README.md is installed.
     blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)[1:]
