@@ -129,7 +129,16 @@ def figure(data: list[JobData], arms: ArmReport, title: str,
         ax.grid(alpha=0.3)
     _arm_panel(ax_arms, data, arms)
     handles, labels = ax_train.get_legend_handles_labels()
-    ncol = 1 if len(labels) > 8 else 2
+    ncol = 2
+    if len(labels) > 8:  # many jobs: one entry per arm (its colour) and per seed (its line style)
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=colors[id(arm)]) for arm in arms.arms]
+        labels = [arm.label for arm in arms.arms]
+        seeds = sorted({(s, styles[d.row.job]) for d in data if (s := _seed(d)) is not None})
+        handles += [Line2D([], [], color="grey", linestyle=style) for _, style in seeds]
+        labels += [f"train.seed={s}" for s, _ in seeds]
+        ncol = 4
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
     fig.suptitle(textwrap.fill(title, width=200), fontsize=9)
     fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(labels) / ncol), 1, 1))
