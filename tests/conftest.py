@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from omegaconf import DictConfig, OmegaConf
@@ -198,3 +198,26 @@ def run_cli(data_dir: Path, tmp_path: Path) -> Callable[..., subprocess.Complete
                    check=check, timeout=timeout)
 
     return run
+
+
+def report_figure(sweep: Path) -> Any:
+    """report.png's matplotlib figure, kept while ``write_report`` draws and saves it (as
+    ``python -m olmo_exp.sweep.report DIR`` does), so tests read artists, not pixels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from olmo_exp.sweep.report import write_report
+
+    saved: list[Figure] = []
+    original = Figure.savefig
+
+    def keep(fig: Figure, *args: object, **kwargs: object) -> None:
+        saved.append(fig)
+        original(fig, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Figure, "savefig", keep)
+        write_report(sweep)
+    return saved[-1]

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import CPU_HOST, cli, compose, read_jsonl
+from conftest import CPU_HOST, cli, compose, read_jsonl, report_figure
 from omegaconf import OmegaConf
 
 from olmo_exp.base.files import SWEEPS_DIR
@@ -89,25 +89,10 @@ def test_a_tiny_ladder_end_to_end(tmp_path: Path, data_dir: Path) -> None:
 def _assert_scaling_panel(sweep: Path) -> None:
     """report.png redrawn from the sweep dir (as ``python -m olmo_exp.sweep.report DIR`` does),
     keeping the figure: it has the loss-vs-compute panel, both arms on a log compute axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib.container import ErrorbarContainer
-    from matplotlib.figure import Figure
 
-    from olmo_exp.sweep.report import write_report
-
-    saved: list[Figure] = []
-    original = Figure.savefig
-
-    def keep(fig: Figure, *args: object, **kwargs: object) -> None:
-        saved.append(fig)
-        original(fig, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Figure, "savefig", keep)
-        write_report(sweep)
-    (panel,) = [ax for ax in saved[-1].axes if ax.get_gid() == "scaling"]
+    figure = report_figure(sweep)
+    (panel,) = [ax for ax in figure.axes if ax.get_gid() == "scaling"]
     assert panel.get_xscale() == "log"
     bars = [c for c in panel.containers if isinstance(c, ErrorbarContainer)]
     assert len(bars) == 2 and all(len(b.lines[0].get_data()[0]) == len(RUNGS) for b in bars)

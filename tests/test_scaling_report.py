@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from conftest import compose
+from conftest import compose, report_figure
 from omegaconf import OmegaConf, open_dict
 
 from olmo_exp.runtime.console import VAL_LOSS
@@ -82,23 +82,8 @@ WIDTHS = [32, 64, 128, 256, 512]
 @pytest.fixture(scope="module")
 def ladder_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Figure]:
     """A 2-arm x 5-rung x 2-seed ladder's sweep dir, reported once, and report.png's figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    saved: list[Figure] = []
-    original = Figure.savefig
-
-    def keep(fig: Figure, *args: object, **kwargs: object) -> None:
-        saved.append(fig)
-        original(fig, *args, **kwargs)
-
     sweep = write_sweep(tmp_path_factory.mktemp("ladder"), WIDTHS)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Figure, "savefig", keep)
-        write_report(sweep)
-    return sweep, saved[-1]
+    return sweep, report_figure(sweep)
 
 
 def test_a_ladder_report_has_the_fit_table_and_the_multiplier(ladder_sweep) -> None:
